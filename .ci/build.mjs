@@ -1,0 +1,51 @@
+// Builds the npm package: dist/*.js (esbuild, ESM) and dist/**/*.d.ts (tsc).
+// Usage: node .ci/build.mjs
+import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+
+const entries = { mod: "mod.ts" };
+
+rmSync("dist", { recursive: true, force: true });
+await build({
+  entryPoints: entries,
+  outdir: "dist",
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  target: "es2022",
+  sourcemap: true,
+  legalComments: "inline",
+  logLevel: "warning",
+});
+execFileSync("node_modules/.bin/tsc", [
+  ...Object.values(entries),
+  "--declaration",
+  "--emitDeclarationOnly",
+  "--outDir",
+  "dist",
+  "--rootDir",
+  ".",
+  "--target",
+  "es2022",
+  "--module",
+  "nodenext",
+  "--moduleResolution",
+  "nodenext",
+  "--strict",
+  "--exactOptionalPropertyTypes",
+  "--noUncheckedIndexedAccess",
+  "--allowImportingTsExtensions",
+  "--rewriteRelativeImportExtensions",
+  "--skipLibCheck",
+  "--types",
+  "node",
+], { stdio: "inherit" });
+// Declarations keep the sources' `.ts` specifiers; point them at the emitted `.js` names.
+for (const file of readdirSync("dist", { recursive: true, encoding: "utf8" })) {
+  if (!file.endsWith(".d.ts")) continue;
+  const path = `dist/${file}`;
+  const text = readFileSync(path, "utf8");
+  writeFileSync(path, text.replace(/(from\s+"\.{1,2}\/[^"]*)\.ts"/g, '$1.js"'));
+}
+console.log(`built dist/ from ${Object.values(entries).join(", ")}`);

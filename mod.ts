@@ -1,0 +1,46 @@
+/**
+ * A zero-dependency, runtime-neutral codec for HAProxy's PROXY protocol, text v1 and
+ * binary v2 with TLVs, for Deno, Bun and Node.
+ *
+ * @example Read the client's address from the start of a connection
+ * ```ts
+ * import { decodeHeader } from "@proxy-protocol/edge";
+ * import assert from "node:assert/strict";
+ *
+ * const first = new TextEncoder().encode("PROXY TCP6 2001:db8::1 2001:db8::2 51000 443\r\n");
+ * const result = decodeHeader(first);
+ * assert.equal(result?.header.source?.address, "2001:db8::1");
+ * ```
+ *
+ * @module
+ */
+
+export { decodeHeader } from "./lib/decode.ts";
+export { encodeHeader } from "./lib/encode.ts";
+export { crc32c } from "./lib/crc32c.ts";
+export { decodeTlvs, encodeTlvs } from "./lib/tlv.ts";
+export type { ProxyTlvs, ProxyTlvsInit, SslTlv, SslTlvInit } from "./lib/tlv.ts";
+export { ProxyProtocolError } from "./lib/error.ts";
+export type { ProxyProtocolErrorCode, ProxyProtocolErrorOptions } from "./lib/error.ts";
+export {
+  SslClientFlag,
+  TlvType,
+  V1_MAX_LENGTH,
+  V2_MAX_LENGTH,
+  V2_SIGNATURE,
+} from "./lib/constants.ts";
+export { concatBytes, fromHex, toHex } from "./lib/bytes.ts";
+export type {
+  DecodeOptions,
+  DecodeResult,
+  EncodeOptions,
+  InetAddress,
+  ProxyAddress,
+  ProxyCommand,
+  ProxyHeader,
+  ProxyHeaderInit,
+  ProxyProtocolFamily,
+  ProxyVersion,
+  Tlv,
+  UnixAddress,
+} from "./lib/types.ts";

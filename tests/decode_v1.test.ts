@@ -1,0 +1,212 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import {
+  decodeHeader,
+  ProxyProtocolError,
+  type ProxyProtocolErrorCode,
+} from "@proxy-protocol/edge";
+import { text, V1_SPEC } from "./vectors.ts";
+
+function decodeText(line: string) {
+  return decodeHeader(text(line));
+}
+
+function assertCode(line: string, code: ProxyProtocolErrorCode, offset?: number) {
+  assert.throws(
+    () => decodeText(line),
+    (error: unknown) => {
+      assert.ok(
+        error instanceof ProxyProtocolError,
+        `expected ProxyProtocolError for ${JSON.stringify(line)}`,
+      );
+      assert.equal(error.name, "ProxyProtocolError");
+      assert.equal(error.code, code, `code for ${JSON.stringify(line)}: ${error.message}`);
+      if (offset !== undefined) {
+        assert.equal(error.offset, offset, `offset for ${JSON.stringify(line)}`);
+      }
+      return true;
+    },
+  );
+}
+
+describe("v1 decoding", () => {
+  it("decodes the spec's example and reports its length", () => {
+    const bytes = text(V1_SPEC + "GET / HTTP/1.1\r\n");
+    const result = decodeHeader(bytes);
+    assert.deepEqual(result, {
+      header: {
+        version: 1,
+        command: "PROXY",
+        protocol: "TCP4",
+        source: { address: "192.168.0.1", port: 56324 },
+        destination: { address: "192.168.0.11", port: 443 },
+        tlvs: [],
+      },
+      length: V1_SPEC.length,
+    });
+  });
+
+  it("decodes TCP6 and gives canonical (RFC 5952) addresses", () => {
+    const cases: [string, string][] = [
+      ["::1", "::1"],
+      ["2001:DB8:0:0:1:0:0:1", "2001:db8::1:0:0:1"],
+      ["2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"],
+      ["2001:db8:0:0:0:1:0:0", "2001:db8::1:0:0"],
+      ["2001:db8:1:0:1:1:1:1", "2001:db8:1:0:1:1:1:1"],
+      ["0:0:0:0:0:0:0:0", "::"],
+      ["::ffff:10.1.91.14", "::ffff:10.1.91.14"],
+      ["::FFFF:0a01:5b0e", "::ffff:10.1.91.14"],
+      ["fe80::1:2", "fe80::1:2"],
+      ["1:0:0:2:0:0:0:3", "1:0:0:2::3"],
+      ["1::", "1::"],
+    ];
+    for (const [input, canonical] of cases) {
+      const line = `PROXY TCP6 ${input} ::2 1 2\r\n`;
+      const result = decodeText(line);
+      assert.equal(result?.header.source?.constructor, Object);
+      assert.deepEqual(result?.header.source, { address: canonical, port: 1 }, input);
+      assert.equal(result?.length, line.length);
+    }
+  });
+
+  it("decodes PROXY UNKNOWN as LOCAL with no addresses, with or without the ignored rest", () => {
+    for (
+      const line of [
+        "PROXY UNKNOWN\r\n",
+        "PROXY UNKNOWN ffff::1 1.2.3.4 1 2\r\n",
+        "PROXY UNKNOWN x\r\n",
+      ]
+    ) {
+      assert.deepEqual(decodeText(line + "payload"), {
+        header: {
+          version: 1,
+          command: "LOCAL",
+          protocol: "UNKNOWN",
+          source: null,
+          destination: null,
+          tlvs: [],
+        },
+        length: line.length,
+      });
+    }
+  });
+
+  it("accepts the longest lines the spec allows, and ports 0 and 65535", () => {
+    const v4 = "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n";
+    assert.equal(v4.length, 56);
+    assert.equal(decodeText(v4)?.length, 56);
+    const all = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+    const v6 = `PROXY TCP6 ${all} ${all} 65535 65535\r\n`;
+    assert.equal(v6.length, 104);
+    assert.deepEqual(decodeText(v6)?.header.source, { address: all, port: 65535 });
+    const unknown = "PROXY UNKNOWN " + "x".repeat(107 - 16) + "\r\n";
+    assert.equal(unknown.length, 107);
+    assert.equal(decodeText(unknown)?.length, 107);
+    assert.deepEqual(decodeText("PROXY TCP4 0.0.0.0 1.2.3.4 0 65535\r\n")?.header.source, {
+      address: "0.0.0.0",
+      port: 0,
+    });
+  });
+
+  it("rejects lines longer than 107 bytes", () => {
+    assertCode("PROXY UNKNOWN " + "x".repeat(107 - 15) + "\r\n", "V1_TOO_LONG", 107);
+    // Mixed-notation IPv6 can make a TCP6 line longer than 107 bytes.
+    const long = "0000:0000:0000:0000:0000:ffff:255.255.255.255";
+    assertCode(`PROXY TCP6 ${long} ${long} 65535 65535\r\n`, "V1_TOO_LONG", 107);
+  });
+
+  it("rejects every departure from the grammar, with a code and the offending offset", () => {
+    const table: [string, ProxyProtocolErrorCode, number][] = [
+      ["GET / HTTP/1.1\r\n", "NOT_PROXY_PROTOCOL", 0],
+      ["proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n", "NOT_PROXY_PROTOCOL", 0],
+      ["PROXx", "NOT_PROXY_PROTOCOL", 4],
+      ["PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n", "V1_MALFORMED", 6],
+      ["PROXYTCP4", "V1_MALFORMED", 5],
+      ["PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n", "V1_MALFORMED", 6],
+      ["PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n", "V1_MALFORMED", 9],
+      ["PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", "V1_MALFORMED", 7], // `U` could start UNKNOWN
+      ["PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", "V1_MALFORMED", 11],
+      ["PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n", "V1_MALFORMED", 19],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8  1 2\r\n", "V1_MALFORMED", 27],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1  2\r\n", "V1_MALFORMED", 29],
+      ["PROXY TCP4\t1.2.3.4 5.6.7.8 1 2\r\n", "V1_MALFORMED", 10],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "V1_MALFORMED", 30],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", "V1_MALFORMED", 31],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", "INVALID_PORT", 30],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", "INVALID_PORT", 30],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", "V1_MALFORMED", 28],
+      ["PROXY UNKNOWN\n", "V1_MALFORMED", 13],
+      ["PROXY UNKNOWN x\ny\r\n", "V1_MALFORMED", 15],
+      ["PROXY UNKNOWNX\r\n", "V1_MALFORMED", 13],
+      ["PROXY UNKNOWN\rX", "V1_MALFORMED", 14],
+      // IPv4: four numbers 0-255 without leading zeros.
+      ["PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 18],
+      ["PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 12],
+      ["PROXY TCP4 192.168.0.256 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 23],
+      ["PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 16],
+      ["PROXY TCP4 1.2.3.4.5 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 18],
+      ["PROXY TCP4 1..3.4 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 13],
+      ["PROXY TCP4 1.2.3. 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 17],
+      ["PROXY TCP4 ::1 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP4 +1.2.3.4 5.6.7.8 1 2\r\n", "INVALID_ADDRESS", 11],
+      // IPv6: hex groups, one `::` at most, 128 bits exactly, no zone id.
+      ["PROXY TCP6 1.2.3.4 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 1::2::3 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 1:2:3:4:5:6:7 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 1:2:3:4:5:6:7:8:9 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 12345:: ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 :1:2:3:4:5:6:7 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 1:2:3:4:5:6:7: ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 ::ffff:1.2.3.256 ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      ["PROXY TCP6 ::g ::1 1 2\r\n", "INVALID_ADDRESS", 11],
+      // Ports: 0-65535, no sign, no leading zeros.
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", "INVALID_PORT", 31],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 0443 2\r\n", "INVALID_PORT", 28],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 00 2\r\n", "INVALID_PORT", 28],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 +443 2\r\n", "V1_MALFORMED", 27],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1 -2\r\n", "V1_MALFORMED", 29],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "INVALID_PORT", 33],
+      ["PROXY TCP4 1.2.3.4 5.6.7.8 1 2x\r\n", "INVALID_PORT", 30],
+    ];
+    for (const [line, code, offset] of table) assertCode(line, code, offset);
+  });
+
+  it("fails as soon as a prefix rules the line out, without waiting for more bytes", () => {
+    assertCode("G", "NOT_PROXY_PROTOCOL", 0);
+    assertCode("PROXY TCP4 1.2.3.400", "INVALID_ADDRESS", 19);
+    assertCode("PROXY TCP4 1.2.3.4 5.6.7.8 70000", "INVALID_PORT", 31);
+    assertCode("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "V1_MALFORMED", 30);
+    assertCode("PROXY TCP6 1:2:3:4:5:6:7:8:9", "INVALID_ADDRESS", 11);
+    assertCode("PROXY TCP6 12345", "INVALID_ADDRESS", 11);
+  });
+
+  it("returns null for every valid prefix, including the empty input", () => {
+    const line = text(V1_SPEC);
+    for (let i = 0; i < line.length; i++) {
+      assert.equal(decodeHeader(line.subarray(0, i)), null, `prefix ${i}`);
+    }
+    assert.equal(decodeHeader(new Uint8Array(0)), null);
+    assert.equal(decodeText("PROXY TCP6 2001:db8::ffff:1.2.3"), null);
+  });
+
+  it("applies maxLength to v1 lines", () => {
+    assert.equal(
+      decodeHeader(text(V1_SPEC), { maxLength: V1_SPEC.length })?.length,
+      V1_SPEC.length,
+    );
+    assert.throws(
+      () => decodeHeader(text(V1_SPEC), { maxLength: 20 }),
+      (e: unknown) => e instanceof ProxyProtocolError && e.code === "HEADER_TOO_LONG",
+    );
+    // A short prefix is still just incomplete.
+    assert.equal(decodeHeader(text("PROXY TCP4"), { maxLength: 20 }), null);
+  });
+
+  it("holds addresses that are plain, JSON-friendly objects", () => {
+    const header = decodeText(V1_SPEC)!.header;
+    assert.deepEqual(JSON.parse(JSON.stringify(header)), header);
+    assert.deepEqual({ ...header.source }, { address: "192.168.0.1", port: 56324 });
+    assert.deepEqual(structuredClone(header), header);
+  });
+});
