@@ -6,11 +6,15 @@
 
 const POLY = 0x82f63b78; // reflected Castagnoli polynomial
 
-/** Slicing-by-8 tables: 8 x 256 entries, built once on first use. */
-let tables: Uint32Array | undefined;
+/**
+ * Slicing-by-8 tables: 8 x 256 entries, built once on first use. Int32Array, and no `>>> 0`
+ * inside the loops, so every engine keeps the running value in int32 registers (JSC falls
+ * off its fast path for uint32 values above 2^31).
+ */
+let tables: Int32Array | undefined;
 
-function buildTables(): Uint32Array {
-  const t = new Uint32Array(8 * 256);
+function buildTables(): Int32Array {
+  const t = new Int32Array(8 * 256);
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1;
@@ -29,7 +33,7 @@ function buildTables(): Uint32Array {
 /**
  * Advances a running CRC state (already inverted) over `bytes[start..end)`.
  * Internal: the decoder uses it to checksum a header around its zeroed field
- * without copying it.
+ * without copying it. The state is an int32; `~state >>> 0` is the checksum.
  */
 export function crc32cUpdate(
   state: number,
@@ -38,26 +42,25 @@ export function crc32cUpdate(
   end: number,
 ): number {
   const t = tables ??= buildTables();
-  let c = state >>> 0;
+  let c = state | 0;
   let i = start;
   for (; i + 8 <= end; i += 8) {
-    const lo = c ^ (bytes[i]! | bytes[i + 1]! << 8 | bytes[i + 2]! << 16 |
-      bytes[i + 3]! << 24);
+    const lo = c ^ (bytes[i]! | bytes[i + 1]! << 8 | bytes[i + 2]! << 16 | bytes[i + 3]! << 24);
     c = t[1792 + (lo & 0xff)]! ^ t[1536 + ((lo >>> 8) & 0xff)]! ^
       t[1280 + ((lo >>> 16) & 0xff)]! ^ t[1024 + (lo >>> 24)]! ^
       t[768 + bytes[i + 4]!]! ^ t[512 + bytes[i + 5]!]! ^
       t[256 + bytes[i + 6]!]! ^ t[bytes[i + 7]!]!;
   }
   for (; i < end; i++) c = t[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
-  return c >>> 0;
+  return c;
 }
 
 /** Advances a running CRC state over `count` zero bytes. Internal. */
 export function crc32cZeros(state: number, count: number): number {
   const t = tables ??= buildTables();
-  let c = state >>> 0;
+  let c = state | 0;
   for (let i = 0; i < count; i++) c = t[c & 0xff]! ^ (c >>> 8);
-  return c >>> 0;
+  return c;
 }
 
 /**

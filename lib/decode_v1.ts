@@ -6,7 +6,7 @@
 
 import { ProxyProtocolError, type ProxyProtocolErrorCode } from "./error.ts";
 import { V1_MAX_LENGTH } from "./constants.ts";
-import { formatIPv4Number, formatIPv6, isIPv6Prefix, parseIPv6 } from "./ip.ts";
+import { formatIPv4, formatIPv6, isIPv6Prefix, parseIPv6 } from "./ip.ts";
 import type { DecodeResult } from "./types.ts";
 
 const SP = 0x20, CR = 0x0d, LF = 0x0a, DOT = 0x2e, ZERO = 0x30, NINE = 0x39;
@@ -14,9 +14,10 @@ const PREFIX = [0x50, 0x52, 0x4f, 0x58, 0x59, 0x20]; // "PROXY "
 const TCP = [0x54, 0x43, 0x50]; // "TCP"
 const UNKNOWN = [0x55, 0x4e, 0x4b, 0x4e, 0x4f, 0x57, 0x4e]; // "UNKNOWN"
 
-/** The value of the field the last scan completed. */
+/** The port the last port scan completed. */
 let field = 0;
-const v6 = new Uint8Array(32);
+/** Scanned addresses, as bytes: two IPv4 at 0 and 4, or two IPv6 at 0 and 16. */
+const scratch = new Uint8Array(32);
 
 function fail(code: ProxyProtocolErrorCode, what: string, offset: number): never {
   throw new ProxyProtocolError(code, `${what} at byte ${offset}`, { offset });
@@ -38,11 +39,11 @@ function more(n: number, limit: number): null {
 
 /**
  * Scans strict dotted-decimal IPv4 text from `i` up to the space that ends it. Returns
- * that space's index and leaves the address in `field`, or returns -1 when `end` comes
- * first; throws as soon as a byte rules the text out.
+ * that space's index and leaves the address in `scratch[out..out+4)`, or returns -1 when
+ * `end` comes first; throws as soon as a byte rules the text out.
  */
-function scanIPv4(b: Uint8Array, i: number, end: number): number {
-  let value = 0, octet = 0, digits = 0, parts = 0;
+function scanIPv4(b: Uint8Array, i: number, end: number, out: number): number {
+  let octet = 0, digits = 0, parts = 0;
   const start = i;
   for (; i < end; i++) {
     const c = b[i]!;
@@ -55,7 +56,7 @@ function scanIPv4(b: Uint8Array, i: number, end: number): number {
       digits++;
     } else if (c === DOT) {
       if (digits === 0 || parts === 3) fail("INVALID_ADDRESS", "misplaced dot in IPv4 address", i);
-      value = value * 256 + octet;
+      scratch[out + parts] = octet;
       parts++;
       octet = 0;
       digits = 0;
@@ -63,7 +64,7 @@ function scanIPv4(b: Uint8Array, i: number, end: number): number {
       if (digits === 0 || parts !== 3) {
         fail("INVALID_ADDRESS", "IPv4 address needs four numbers", i);
       }
-      field = value * 256 + octet;
+      scratch[out + 3] = octet;
       return i;
     } else {
       fail(c === SP ? "V1_MALFORMED" : "INVALID_ADDRESS", "unexpected byte in IPv4 address", i);
@@ -72,13 +73,15 @@ function scanIPv4(b: Uint8Array, i: number, end: number): number {
   return -1;
 }
 
-/** As {@linkcode scanIPv4} for IPv6 text; the 16 bytes go to `v6[out..]`. */
+/** As {@linkcode scanIPv4} for IPv6 text; the 16 bytes go to `scratch[out..]`. */
 function scanIPv6(b: Uint8Array, i: number, end: number, out: number): number {
   const start = i;
   for (; i < end; i++) {
     if (b[i] === SP) {
       if (i === start) fail("V1_MALFORMED", "empty address field", i);
-      if (!parseIPv6(b, start, i, v6, out)) fail("INVALID_ADDRESS", "invalid IPv6 address", start);
+      if (!parseIPv6(b, start, i, scratch, out)) {
+        fail("INVALID_ADDRESS", "invalid IPv6 address", start);
+      }
       return i;
     }
   }
@@ -86,7 +89,7 @@ function scanIPv6(b: Uint8Array, i: number, end: number, out: number): number {
   return -1;
 }
 
-/** Scans a port up to `term` (space or CR); as {@linkcode scanIPv4} otherwise. */
+/** Scans a port up to `term` (space or CR) into `field`; as {@linkcode scanIPv4} otherwise. */
 function scanPort(b: Uint8Array, i: number, end: number, term: number): number {
   let value = 0, digits = 0;
   for (; i < end; i++) {
@@ -115,6 +118,65 @@ function scanPort(b: Uint8Array, i: number, end: number, term: number): number {
 export function decodeV1(b: Uint8Array, limit: number): DecodeResult | null {
   const n = b.length;
   const end = n < limit ? n : limit;
+  let family: number;
+  if (
+    end > 10 && b[1] === 0x52 && b[2] === 0x4f && b[3] === 0x58 && b[4] === 0x59 &&
+    b[5] === SP && b[6] === 0x54 && b[7] === 0x43 && b[8] === 0x50 &&
+    ((family = b[9]!) === 0x34 || family === 0x36) && b[10] === SP
+  ) {
+    // The common case, "PROXY TCP4 " or "PROXY TCP6 ", checked at once.
+  } else {
+    const unknown = decodePrefix(b, n, end, limit);
+    if (unknown !== undefined) return unknown;
+    family = b[9]!;
+  }
+  let i: number, source: string, destination: string;
+  if (family === 0x34) {
+    i = scanIPv4(b, 11, end, 0);
+    if (i < 0) return more(n, limit);
+    i = scanIPv4(b, i + 1, end, 4);
+    if (i < 0) return more(n, limit);
+    source = formatIPv4(scratch, 0);
+    destination = formatIPv4(scratch, 4);
+  } else {
+    i = scanIPv6(b, 11, end, 0);
+    if (i < 0) return more(n, limit);
+    i = scanIPv6(b, i + 1, end, 16);
+    if (i < 0) return more(n, limit);
+    source = formatIPv6(scratch, 0);
+    destination = formatIPv6(scratch, 16);
+  }
+  i = scanPort(b, i + 1, end, SP);
+  if (i < 0) return more(n, limit);
+  const sourcePort = field;
+  i = scanPort(b, i + 1, end, CR);
+  if (i < 0) return more(n, limit);
+  if (i + 1 >= end) return more(n, limit);
+  if (b[i + 1] !== LF) fail("V1_MALFORMED", "line must end with CRLF", i + 1);
+  return {
+    header: {
+      version: 1,
+      command: "PROXY",
+      protocol: family === 0x34 ? "TCP4" : "TCP6",
+      source: { address: source, port: sourcePort },
+      destination: { address: destination, port: field },
+      tlvs: [],
+    },
+    length: i + 2,
+  };
+}
+
+/**
+ * Checks "PROXY " and the family keyword byte by byte, for short input and for errors.
+ * Returns the decoded `UNKNOWN` line or `null` (more bytes needed), or `undefined` when
+ * the line goes on as TCP4 or TCP6.
+ */
+function decodePrefix(
+  b: Uint8Array,
+  n: number,
+  end: number,
+  limit: number,
+): DecodeResult | null | undefined {
   for (let i = 0; i < 6; i++) {
     if (i >= end) return more(n, limit);
     if (b[i] !== PREFIX[i]) {
@@ -135,41 +197,7 @@ export function decodeV1(b: Uint8Array, limit: number): DecodeResult | null {
   if (end <= 10) return more(n, limit);
   if (b[10] !== SP) fail("V1_MALFORMED", "expected a single space after the family", 10);
 
-  let i: number, source: string, destination: string;
-  if (family === 0x34) {
-    i = scanIPv4(b, 11, end);
-    if (i < 0) return more(n, limit);
-    const src = field;
-    i = scanIPv4(b, i + 1, end);
-    if (i < 0) return more(n, limit);
-    source = formatIPv4Number(src);
-    destination = formatIPv4Number(field);
-  } else {
-    i = scanIPv6(b, 11, end, 0);
-    if (i < 0) return more(n, limit);
-    i = scanIPv6(b, i + 1, end, 16);
-    if (i < 0) return more(n, limit);
-    source = formatIPv6(v6, 0);
-    destination = formatIPv6(v6, 16);
-  }
-  i = scanPort(b, i + 1, end, SP);
-  if (i < 0) return more(n, limit);
-  const sourcePort = field;
-  i = scanPort(b, i + 1, end, CR);
-  if (i < 0) return more(n, limit);
-  if (i + 1 >= end) return more(n, limit);
-  if (b[i + 1] !== LF) fail("V1_MALFORMED", "line must end with CRLF", i + 1);
-  return {
-    header: {
-      version: 1,
-      command: "PROXY",
-      protocol: family === 0x34 ? "TCP4" : "TCP6",
-      source: { address: source, port: sourcePort },
-      destination: { address: destination, port: field },
-      tlvs: [],
-    },
-    length: i + 2,
-  };
+  return undefined;
 }
 
 /** `PROXY UNKNOWN` then CRLF, or a space and anything up to CRLF (spec §2.1). */

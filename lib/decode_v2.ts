@@ -169,7 +169,7 @@ function verifyCrc(b: Uint8Array, length: number, tlvs: Tlv[]): void {
     const at = tlv.value.byteOffset - b.byteOffset;
     const v = tlv.value;
     const expected = (v[0]! << 24 | v[1]! << 16 | v[2]! << 8 | v[3]!) >>> 0;
-    let c = crc32cUpdate(0xffffffff, b, 0, at);
+    let c = crc32cUpdate(-1, b, 0, at);
     c = crc32cZeros(c, 4);
     c = crc32cUpdate(c, b, at + 4, length);
     const actual = ~c >>> 0;

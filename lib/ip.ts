@@ -7,9 +7,19 @@
 
 const DEC: string[] = [];
 const DEC_DOT: string[] = [];
+/** Hex without leading zeros ("0".."ff"), and with them ("00".."ff"). */
+const HEX: string[] = [];
+const HEX2: string[] = [];
 for (let i = 0; i < 256; i++) {
   DEC.push(String(i));
   DEC_DOT.push(i + ".");
+  HEX.push(i.toString(16));
+  HEX2.push(i.toString(16).padStart(2, "0"));
+}
+
+/** A 16-bit group in lower-case hex without leading zeros. */
+function hexGroup(hi: number, lo: number): string {
+  return hi === 0 ? HEX[lo]! : HEX[hi]! + HEX2[lo]!;
 }
 
 /** Formats the IPv4 address in `bytes[offset..offset+4)` as dotted decimal. */
@@ -63,7 +73,7 @@ export function formatIPv6(bytes: Uint8Array, offset: number): string {
       continue;
     }
     if (g > 0 && g !== bestStart + bestLen) out += ":";
-    out += (bytes[offset + 2 * g]! << 8 | bytes[offset + 2 * g + 1]!).toString(16);
+    out += hexGroup(bytes[offset + 2 * g]!, bytes[offset + 2 * g + 1]!);
   }
   return out;
 }
