@@ -30,6 +30,24 @@ export {
   V2_SIGNATURE,
 } from "./lib/constants.ts";
 export { concatBytes, fromHex, toHex } from "./lib/bytes.ts";
+export { readProxyHeader, readProxyHeaderFrom } from "./lib/stream.ts";
+export type {
+  ProxyStreamResult,
+  PullReader,
+  PullResult,
+  ReadProxyHeaderOptions,
+} from "./lib/stream.ts";
+export { bytesNeeded, HeaderReader } from "./lib/header_reader.ts";
+export type { HeaderReadResult } from "./lib/header_reader.ts";
+export { CidrSet } from "./lib/cidr.ts";
+export type {
+  EffectiveAddresses,
+  PeerInfo,
+  ProxyPolicy,
+  ProxyProtocolOptions,
+  SessionResult,
+  UntrustedPolicy,
+} from "./lib/connection.ts";
 export type {
   DecodeOptions,
   DecodeResult,
