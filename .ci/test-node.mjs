@@ -9,7 +9,9 @@ import { readdirSync, rmSync } from "node:fs";
 const out = ".build/node-tests";
 const files = process.argv.slice(2).length > 0
   ? process.argv.slice(2)
-  : readdirSync("tests").filter((f) => f.endsWith(".test.ts")).map((f) => `tests/${f}`);
+  : ["tests", "tests/node"].flatMap((dir) =>
+    readdirSync(dir).filter((f) => f.endsWith(".test.ts")).map((f) => `${dir}/${f}`)
+  );
 
 rmSync(out, { recursive: true, force: true });
 await build({
@@ -23,7 +25,9 @@ await build({
   outExtension: { ".js": ".mjs" },
   logLevel: "warning",
 });
-const compiled = readdirSync(out).filter((f) => f.endsWith(".test.mjs")).map((f) => `${out}/${f}`);
+const compiled = readdirSync(out, { recursive: true, encoding: "utf8" })
+  .filter((f) => f.endsWith(".test.mjs"))
+  .map((f) => `${out}/${f}`);
 const run = spawnSync(process.execPath, ["--test", "--test-reporter=spec", ...compiled], {
   stdio: "inherit",
 });

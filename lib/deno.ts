@@ -1,0 +1,410 @@
+/**
+ * The Deno adapter: `listen()` is `Deno.listen()` for servers behind a PROXY protocol
+ * load balancer. Its connections are shaped like `Deno.Conn`, report the client's
+ * addresses, and carry the decoded `proxyHeader`.
+ *
+ * @module
+ */
+
+import { ProxyProtocolError } from "./error.ts";
+import {
+  effectiveAddresses,
+  type PeerInfo,
+  policyFor,
+  type ProxyPolicy,
+  type ProxyProtocolOptions,
+  report,
+  type ResolvedOptions,
+  resolveOptions,
+  type UntrustedPolicy,
+} from "./connection.ts";
+import { pullHeader } from "./stream.ts";
+import type { ProxyHeader } from "./types.ts";
+
+export { ProxyProtocolError };
+export type { PeerInfo, ProxyPolicy, ProxyProtocolOptions, UntrustedPolicy };
+
+/** Options for {@linkcode listen}: `Deno.listen`'s TCP options and the shared ones. */
+export interface ListenOptions extends Deno.TcpListenOptions, ProxyProtocolOptions {
+  /**
+   * How many connections whose header is in may wait for `accept()` before the listener
+   * stops accepting new ones (the kernel's backlog holds the rest). Default 128.
+   */
+  acceptQueue?: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A connection whose PROXY header has been read: shaped like `Deno.Conn`, with the
+ * client's addresses. After the header, `read` and `readable` go straight to the socket.
+ */
+export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
+  /** The client, from the header; the socket's peer for LOCAL, UNKNOWN or no header. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** What the client connected to, from the header; else the socket's own address. */
+  readonly localAddr: Deno.NetAddr;
+  /** The decoded header, or `null` when none came (or the policy ignores it). */
+  readonly proxyHeader: ProxyHeader | null;
+  /** The socket's own endpoints (the load balancer's and this host's). */
+  readonly peer: PeerInfo;
+  #conn: Deno.TcpConn;
+  #rest: Uint8Array;
+  #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
+
+  /**
+   * Wraps an accepted socket; `listen()` does this for you.
+   *
+   * @param conn The socket.
+   * @param header The header read from it, or `null`.
+   * @param rest Bytes read while looking for a header that belong to the application.
+   * @param peer The socket's own endpoints.
+   */
+  constructor(conn: Deno.TcpConn, header: ProxyHeader | null, rest: Uint8Array, peer: PeerInfo) {
+    this.#conn = conn;
+    this.#rest = rest;
+    this.proxyHeader = header;
+    this.peer = peer;
+    const a = effectiveAddresses(header, peer);
+    this.remoteAddr = { transport: "tcp", hostname: a.remoteAddress, port: a.remotePort };
+    this.localAddr = { transport: "tcp", hostname: a.localAddress, port: a.localPort };
+  }
+
+  /**
+   * Reads payload into `p`, as `Deno.Conn.read`.
+   *
+   * @param p Where to put the bytes.
+   * @returns How many bytes were read, or `null` at the end.
+   */
+  read(p: Uint8Array): Promise<number | null> {
+    if (this.#rest.length === 0) return this.#conn.read(p);
+    const n = Math.min(p.length, this.#rest.length);
+    p.set(this.#rest.subarray(0, n));
+    this.#rest = this.#rest.subarray(n);
+    return Promise.resolve(n);
+  }
+
+  /**
+   * Writes to the socket, as `Deno.Conn.write`.
+   *
+   * @param p The bytes.
+   * @returns How many were written.
+   */
+  write(p: Uint8Array): Promise<number> {
+    return this.#conn.write(p);
+  }
+
+  /** The payload: the socket's own stream when nothing was read ahead of it. */
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    if (this.#readable !== undefined) return this.#readable;
+    if (this.#rest.length === 0) return this.#readable = this.#conn.readable;
+    const first = this.#rest;
+    this.#rest = EMPTY;
+    const source = this.#conn.readable;
+    let reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | undefined;
+    return this.#readable = new ReadableStream<Uint8Array<ArrayBuffer>>({
+      start(controller) {
+        controller.enqueue(first.slice());
+      },
+      async pull(controller) {
+        reader ??= source.getReader();
+        const { value, done } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      cancel(reason) {
+        return (reader ?? source).cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** The socket's writable side, as `Deno.Conn.writable`. */
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    return this.#conn.writable;
+  }
+
+  /**
+   * Closes the write side, as `Deno.Conn.closeWrite`.
+   *
+   * @returns When done.
+   */
+  closeWrite(): Promise<void> {
+    return this.#conn.closeWrite();
+  }
+
+  /** Closes the socket. */
+  close(): void {
+    this.#conn.close();
+  }
+
+  /** Lets the event loop exit while this connection is open, as `Deno.Conn.unref`. */
+  unref(): void {
+    this.#conn.unref();
+  }
+
+  /** Undoes {@linkcode ProxyConn.unref}. */
+  ref(): void {
+    this.#conn.ref();
+  }
+
+  /**
+   * Sets TCP_NODELAY, as `Deno.TcpConn.setNoDelay`.
+   *
+   * @param noDelay Default `true`.
+   */
+  setNoDelay(noDelay?: boolean): void {
+    this.#conn.setNoDelay(noDelay);
+  }
+
+  /**
+   * Sets SO_KEEPALIVE, as `Deno.TcpConn.setKeepAlive`.
+   *
+   * @param keepAlive Default `true`.
+   */
+  setKeepAlive(keepAlive?: boolean): void {
+    this.#conn.setKeepAlive(keepAlive);
+  }
+
+  /** Closes the socket when used with `using`. */
+  [Symbol.dispose](): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/**
+ * A listener shaped like `Deno.Listener`: `accept()` resolves to connections whose header
+ * is in, and `for await` over it yields them. Headers are read concurrently, so a slow or
+ * silent client never holds up `accept()`; refused connections go to `onError` and never
+ * end the loop.
+ */
+export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable, Disposable {
+  /** The address the listener is bound to (read `port` back after `port: 0`). */
+  readonly addr: Deno.NetAddr;
+  #inner: Deno.TcpListener;
+  #options: ResolvedOptions;
+  #limit: number;
+  #ready: ProxyConn[] = [];
+  #waiting: { resolve: (conn: ProxyConn) => void; reject: (error: unknown) => void }[] = [];
+  #pending = new Set<Deno.TcpConn>();
+  #space: (() => void) | undefined;
+  #closed = false;
+  #loop: Promise<void>;
+
+  /** Use {@linkcode listen}. */
+  constructor(inner: Deno.TcpListener, options: ResolvedOptions, limit: number) {
+    this.#inner = inner;
+    this.#options = options;
+    this.#limit = limit;
+    this.addr = inner.addr;
+    this.#loop = this.#acceptLoop();
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (!this.#closed) {
+      if (this.#ready.length >= this.#limit) {
+        await new Promise<void>((resolve) => this.#space = resolve);
+        continue;
+      }
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#inner.accept();
+      } catch (error) {
+        if (this.#closed || error instanceof Deno.errors.BadResource) break;
+        // e.g. NotConnected (os error 107) when a peer resets before it is accepted.
+        report(this.#options, error, undefined);
+        continue;
+      }
+      if (this.#closed) {
+        conn.close();
+        break;
+      }
+      this.#handle(conn);
+    }
+  }
+
+  async #handle(conn: Deno.TcpConn): Promise<void> {
+    const peer: PeerInfo = {
+      remoteAddress: conn.remoteAddr.hostname,
+      remotePort: conn.remoteAddr.port,
+      localAddress: conn.localAddr.hostname,
+      localPort: conn.localAddr.port,
+    };
+    this.#pending.add(conn);
+    try {
+      const policy = policyFor(this.#options, peer);
+      if (policy === "deny") {
+        throw new ProxyProtocolError(
+          "UNTRUSTED_SOURCE",
+          `${peer.remoteAddress} is not a trusted proxy`,
+        );
+      }
+      const { header, rest } = await pullHeader(conn, this.#options, policy, peer);
+      this.#pending.delete(conn);
+      if (this.#closed) {
+        conn.close();
+        return;
+      }
+      this.#deliver(new ProxyConn(conn, header, rest, peer));
+    } catch (error) {
+      this.#pending.delete(conn);
+      if (this.#closed && !(error instanceof ProxyProtocolError)) return;
+      report(this.#options, error, peer);
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  #deliver(conn: ProxyConn): void {
+    const waiter = this.#waiting.shift();
+    if (waiter !== undefined) waiter.resolve(conn);
+    else this.#ready.push(conn);
+  }
+
+  /**
+   * Waits for the next connection whose header is in.
+   *
+   * @returns The connection.
+   * @throws {Deno.errors.BadResource} Once the listener is closed.
+   */
+  accept(): Promise<ProxyConn> {
+    const conn = this.#ready.shift();
+    if (conn !== undefined) {
+      this.#space?.();
+      this.#space = undefined;
+      return Promise.resolve(conn);
+    }
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("Listener has been closed"));
+    }
+    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
+  }
+
+  /**
+   * Stops accepting, closes connections still sending their header and those not yet
+   * accepted, and makes pending `accept()` calls reject.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#inner.close();
+    } catch {
+      // already closed
+    }
+    this.#space?.();
+    for (const conn of this.#pending) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+    this.#pending.clear();
+    for (const conn of this.#ready.splice(0)) conn[Symbol.dispose]();
+    for (const waiter of this.#waiting.splice(0)) {
+      waiter.reject(new Deno.errors.BadResource("Listener has been closed"));
+    }
+  }
+
+  /**
+   * Closes the listener and waits for its accept loop to end.
+   *
+   * @returns When the loop has ended.
+   */
+  async finished(): Promise<void> {
+    await this.#loop;
+  }
+
+  /** Lets the event loop exit while the listener is open. */
+  unref(): void {
+    this.#inner.unref();
+  }
+
+  /** Undoes {@linkcode ProxyListener.unref}. */
+  ref(): void {
+    this.#inner.ref();
+  }
+
+  /**
+   * Yields connections until the listener is closed.
+   *
+   * @returns The connections.
+   */
+  async *[Symbol.asyncIterator](): AsyncIterator<ProxyConn> {
+    while (true) {
+      try {
+        yield await this.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) return;
+        throw error;
+      }
+    }
+  }
+
+  /** Closes the listener when used with `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /**
+   * Closes the listener and waits for its loop, with `await using`.
+   *
+   * @returns When done.
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.#loop;
+  }
+}
+
+/**
+ * Listens for TCP connections that start with a PROXY header, as `Deno.listen` does for
+ * plain ones.
+ *
+ * @param options `Deno.listen`'s TCP options (`port`, `hostname`) and the shared ones:
+ * `policy` (default `"require"`), `trust`, `untrusted`, `timeout`, `maxHeaderLength`,
+ * `verifyChecksum`, `validate`, `onError`.
+ * @returns The listener.
+ * @throws {TypeError | RangeError} For bad options, at once.
+ *
+ * @example An echo server that greets the client by its real address
+ * ```ts
+ * import { listen } from "@proxy-protocol/edge/deno";
+ * import { encodeHeader } from "@proxy-protocol/edge";
+ * import assert from "node:assert/strict";
+ *
+ * await using listener = listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * await client.write(encodeHeader({
+ *   version: 2,
+ *   command: "PROXY",
+ *   protocol: "TCP4",
+ *   source: { address: "203.0.113.7", port: 51234 },
+ *   destination: { address: "10.0.0.5", port: 443 },
+ * }));
+ * using conn = await listener.accept();
+ * assert.equal(conn.remoteAddr.hostname, "203.0.113.7");
+ * assert.equal(conn.proxyHeader?.version, 2);
+ * client.close();
+ * ```
+ */
+export function listen(options: ListenOptions): ProxyListener {
+  const resolved = resolveOptions(options);
+  const limit = options.acceptQueue ?? 128;
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new RangeError("acceptQueue must be a positive integer");
+  }
+  const inner = Deno.listen({
+    port: options.port ?? 0,
+    ...(options.hostname !== undefined ? { hostname: options.hostname } : {}),
+    ...(options.reusePort !== undefined ? { reusePort: options.reusePort } : {}),
+  });
+  return new ProxyListener(inner, resolved, limit);
+}
