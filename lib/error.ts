@@ -27,7 +27,8 @@
  * - `UNTRUSTED_SOURCE`: a peer outside the trusted ranges was refused.
  * - `HEADER_REQUIRED`: the connection ended, or started speaking, without a header.
  * - `HEADER_FORBIDDEN`: a header arrived where the policy rejects one.
- * - `VALIDATION_FAILED`: the user's `validate` hook refused the header.
+ * - `VALIDATION_FAILED`: the user's `validate` hook refused the header, or a `policy`
+ *   function threw or returned no policy.
  * - `CONNECTION_CLOSED`: the peer closed the connection before the header was complete.
  */
 export type ProxyProtocolErrorCode =
