@@ -3,6 +3,7 @@
 import net from "node:net";
 import { listen, type ProxyListenOptions, type ProxySocket } from "@proxy-protocol/edge/bun";
 import type { PeerInfo, ProxyHeader, ProxyProtocolError } from "@proxy-protocol/edge";
+import { concatBytes } from "@proxy-protocol/edge";
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -186,17 +187,8 @@ export async function send(
   return client;
 }
 
-export function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const c of chunks) n += c.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-}
+/** The library's own `concatBytes`, under the name these tests use. */
+export const concat: (parts: readonly Uint8Array[]) => Uint8Array = concatBytes;
 
 export const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
 export const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);

@@ -13,8 +13,8 @@ import {
   ProxyProtocolError,
 } from "@proxy-protocol/edge";
 import {
+  echoThrough,
   freePort,
-  NetClient,
   Peer,
   peerTest,
   readAll,
@@ -76,29 +76,6 @@ function harness() {
   return { listener, errors, port: listener.addr.port };
 }
 
-/**
- * One client from `from` through an HAProxy frontend: sends PAYLOAD, and our listener
- * echoes it. Returns the accepted connection (closed) and the client's own address.
- */
-async function echoThrough(
-  listener: ProxyListener,
-  frontendPort: number,
-  from: string,
-): Promise<{ conn: ProxyConn; client: { address: string; port: number } }> {
-  await using client = await NetClient.connect("127.0.0.1", frontendPort, from);
-  await client.write(PAYLOAD);
-  const conn = await within(listener.accept(), 5000, "HAProxy's connection");
-  try {
-    const got = await readN(conn, PAYLOAD.length);
-    assert.deepEqual(got, PAYLOAD, "the payload arrives after the header, untouched");
-    await conn.write(got);
-    assert.deepEqual(await client.read(PAYLOAD.length), PAYLOAD, "the echo comes back");
-  } finally {
-    conn.close();
-  }
-  return { conn, client: client.local };
-}
-
 peerTest(
   "interop haproxy mode tcp: send-proxy, send-proxy-v2, and proxy-v2-options crc32c,unique-id",
   NEEDS,
@@ -145,7 +122,14 @@ backend be_v2opts
     };
 
     await t.step("send-proxy: v1", async () => {
-      const { conn, client } = await echoThrough(listener, p1, "127.0.0.5");
+      const { conn, client } = await echoThrough(
+        listener,
+        "127.0.0.1",
+        p1,
+        "127.0.0.5",
+        PAYLOAD,
+        "HAProxy",
+      );
       assert.equal(client.address, "127.0.0.5");
       assert.equal(conn.proxyHeader?.version, 1);
       assert.deepEqual(conn.proxyHeader?.tlvs, []);
@@ -153,14 +137,28 @@ backend be_v2opts
     });
 
     await t.step("send-proxy-v2: v2 PROXY TCP4, no TLVs", async () => {
-      const { conn, client } = await echoThrough(listener, p2, "127.0.0.5");
+      const { conn, client } = await echoThrough(
+        listener,
+        "127.0.0.1",
+        p2,
+        "127.0.0.5",
+        PAYLOAD,
+        "HAProxy",
+      );
       assert.equal(conn.proxyHeader?.version, 2);
       assert.deepEqual(conn.proxyHeader?.tlvs, []);
       common(conn, client, p2);
     });
 
     await t.step("send-proxy-v2 + crc32c,unique-id: verified CRC32C and a UNIQUE_ID", async () => {
-      const { conn, client } = await echoThrough(listener, p3, "127.0.0.5");
+      const { conn, client } = await echoThrough(
+        listener,
+        "127.0.0.1",
+        p3,
+        "127.0.0.5",
+        PAYLOAD,
+        "HAProxy",
+      );
       assert.equal(conn.proxyHeader?.version, 2);
       common(conn, client, p3);
       const tlvs = decodeTlvs(conn.proxyHeader.tlvs);

@@ -4,7 +4,7 @@
 // Debian's modules-enabled, so the config loads the stream module itself. Every server
 // denies 127.0.0.9, the readiness probe's address, so probes never reach our listener.
 import assert from "node:assert/strict";
-import { listen, type ProxyConn, type ProxyListener } from "@proxy-protocol/edge/deno";
+import { listen } from "@proxy-protocol/edge/deno";
 import {
   decodeHeader,
   encodeHeader,
@@ -13,8 +13,8 @@ import {
   type ProxyProtocolErrorCode,
 } from "@proxy-protocol/edge";
 import {
+  echoThrough,
   freePort,
-  NetClient,
   Peer,
   peerTest,
   readAll,
@@ -76,27 +76,6 @@ function harness() {
 
 const PAYLOAD = Uint8Array.from({ length: 300 }, (_, i) => (i * 13 + 1) & 0xff);
 
-/** Sends PAYLOAD from `from` through nginx; our listener echoes it. */
-async function echoThrough(
-  listener: ProxyListener,
-  host: string,
-  port: number,
-  from: string,
-): Promise<{ conn: ProxyConn; client: { address: string; port: number } }> {
-  await using client = await NetClient.connect(host, port, from);
-  await client.write(PAYLOAD);
-  const conn = await within(listener.accept(), 5000, "nginx's connection");
-  try {
-    const got = await readN(conn, PAYLOAD.length);
-    assert.deepEqual(got, PAYLOAD, "the payload arrives after the header, untouched");
-    await conn.write(got);
-    assert.deepEqual(await client.read(PAYLOAD.length), PAYLOAD, "the echo comes back");
-  } finally {
-    conn.close();
-  }
-  return { conn, client: client.local };
-}
-
 peerTest(
   "interop nginx stream proxy_protocol on: v1 with the client's address (IPv4 and IPv6)",
   NEEDS,
@@ -125,7 +104,7 @@ peerTest(
     );
     await waitForPort(peer, "127.0.0.1", p4, PROBE);
 
-    const v4 = await echoThrough(listener, "127.0.0.1", p4, "127.0.0.6");
+    const v4 = await echoThrough(listener, "127.0.0.1", p4, "127.0.0.6", PAYLOAD, "nginx");
     assert.equal(v4.client.address, "127.0.0.6");
     assert.deepEqual(v4.conn.proxyHeader, {
       version: 1,
@@ -144,7 +123,7 @@ peerTest(
     assert.equal(v4.conn.peer.localPort, port);
 
     // An IPv6 client; nginx still reaches us over IPv4.
-    const v6 = await echoThrough(listener, "::1", p6, "::1");
+    const v6 = await echoThrough(listener, "::1", p6, "::1", PAYLOAD, "nginx");
     assert.deepEqual(v6.conn.proxyHeader, {
       version: 1,
       command: "PROXY",

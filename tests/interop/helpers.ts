@@ -4,6 +4,7 @@
 // hanging the run. Everything here stays on loopback.
 import net from "node:net";
 import assert from "node:assert/strict";
+import type { ProxyConn, ProxyListener } from "@proxy-protocol/edge/deno";
 
 /** Deno.test options for every interop test: any leaked socket, timer or process fails it. */
 export const sanitize = { sanitizeOps: true, sanitizeResources: true } as const;
@@ -503,4 +504,31 @@ export async function until(
     }
     await sleep(10);
   }
+}
+
+/**
+ * One client from `from` through a relaying peer at `host:port`: sends `payload`, and our
+ * listener echoes it back. Returns the accepted connection (closed by then) and the
+ * client's own address.
+ */
+export async function echoThrough(
+  listener: ProxyListener,
+  host: string,
+  port: number,
+  from: string,
+  payload: Uint8Array,
+  peer: string,
+): Promise<{ conn: ProxyConn; client: { address: string; port: number } }> {
+  await using client = await NetClient.connect(host, port, from);
+  await client.write(payload);
+  const conn = await within(listener.accept(), 5000, `${peer}'s connection`);
+  try {
+    const got = await readN(conn, payload.length);
+    assert.deepEqual(got, payload, "the payload arrives after the header, untouched");
+    await conn.write(got);
+    assert.deepEqual(await client.read(payload.length), payload, "the echo comes back");
+  } finally {
+    conn.close();
+  }
+  return { conn, client: client.local };
 }
