@@ -31,10 +31,37 @@ export const V2_SIGNATURE: Uint8Array = new Uint8Array([
   0x0a,
 ]);
 
-/** The longest v1 line the spec allows, CRLF included (spec §2.1). */
+/**
+ * The longest v1 line the spec allows, CRLF included (spec §2.1).
+ *
+ * @example
+ * ```ts
+ * import { decodeHeader, ProxyProtocolError, V1_MAX_LENGTH } from "@proxy-protocol/edge";
+ * import assert from "node:assert/strict";
+ *
+ * const endless = new TextEncoder().encode("PROXY UNKNOWN " + "x".repeat(V1_MAX_LENGTH));
+ * assert.throws(() => decodeHeader(endless), ProxyProtocolError);
+ * ```
+ */
 export const V1_MAX_LENGTH = 107;
 
-/** The longest v2 header the length field can describe: 16 + 65535 bytes. */
+/**
+ * The longest v2 header the length field can describe: 16 + 65535 bytes.
+ *
+ * @example
+ * ```ts
+ * import { decodeHeader, encodeHeader, V2_MAX_LENGTH } from "@proxy-protocol/edge";
+ * import assert from "node:assert/strict";
+ *
+ * const largest = encodeHeader({
+ *   version: 2,
+ *   command: "LOCAL",
+ *   protocol: "UNKNOWN",
+ *   tlvs: [{ type: 0x04, value: new Uint8Array(V2_MAX_LENGTH - 16 - 3) }],
+ * });
+ * assert.equal(decodeHeader(largest)?.length, V2_MAX_LENGTH);
+ * ```
+ */
 export const V2_MAX_LENGTH = 65551;
 
 /**
