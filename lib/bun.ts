@@ -45,6 +45,8 @@ import {
   type ResolvedOptions,
   resolveOptions,
   type SessionResult,
+  timeoutError,
+  untrustedError,
   type UntrustedPolicy,
   validateHeader,
 } from "./connection.ts";
@@ -497,14 +499,7 @@ function rawHandler(resolved: ResolvedOptions, user: ProxySocketHandler<unknown>
         return;
       }
       if (policy === "deny") {
-        refuse(
-          socket,
-          state,
-          new ProxyProtocolError(
-            "UNTRUSTED_SOURCE",
-            `${peer.remoteAddress} is not a trusted proxy`,
-          ),
-        );
+        refuse(socket, state, untrustedError(peer));
         return;
       }
       if (policy === "skip") {
@@ -513,14 +508,7 @@ function rawHandler(resolved: ResolvedOptions, user: ProxySocketHandler<unknown>
       }
       state.session = new HeaderSession(policy, resolved);
       state.timer = setTimeout(() => {
-        refuse(
-          socket,
-          state,
-          new ProxyProtocolError(
-            "TIMEOUT",
-            `no complete PROXY header within ${resolved.timeout} ms`,
-          ),
-        );
+        refuse(socket, state, timeoutError(resolved.timeout));
       }, resolved.timeout);
       // Do not keep the process alive for a header alone.
       (state.timer as { unref?: () => void }).unref?.();

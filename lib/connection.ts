@@ -160,6 +160,29 @@ export function policyFor(options: ResolvedOptions, peer: PeerInfo): ProxyPolicy
   return policy;
 }
 
+/**
+ * The error for a peer that {@linkcode policyFor} denies. Internal.
+ *
+ * @param peer The peer, where known.
+ * @returns An `UNTRUSTED_SOURCE` error.
+ */
+export function untrustedError(peer: PeerInfo | undefined): ProxyProtocolError {
+  return new ProxyProtocolError(
+    "UNTRUSTED_SOURCE",
+    `${peer?.remoteAddress ?? "peer"} is not a trusted proxy`,
+  );
+}
+
+/**
+ * The error for a header that did not arrive in time. Internal.
+ *
+ * @param ms The timeout that ran out.
+ * @returns A `TIMEOUT` error.
+ */
+export function timeoutError(ms: number): ProxyProtocolError {
+  return new ProxyProtocolError("TIMEOUT", `no complete PROXY header within ${ms} ms`);
+}
+
 /** The outcome of a connection's header phase. */
 export interface SessionResult {
   /** The header, or `null` when none came, or the policy ignores it. */

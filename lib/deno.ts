@@ -16,9 +16,10 @@ import {
   report,
   type ResolvedOptions,
   resolveOptions,
+  untrustedError,
   type UntrustedPolicy,
 } from "./connection.ts";
-import { pullHeader } from "./stream.ts";
+import { continueWith, pullHeader } from "./stream.ts";
 import type { ProxyHeader } from "./types.ts";
 
 export { ProxyProtocolError };
@@ -100,22 +101,10 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
     if (this.#rest.length === 0) return this.#readable = this.#conn.readable;
     const first = this.#rest;
     this.#rest = EMPTY;
-    const source = this.#conn.readable;
-    let reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | undefined;
-    return this.#readable = new ReadableStream<Uint8Array<ArrayBuffer>>({
-      start(controller) {
-        controller.enqueue(first.slice());
-      },
-      async pull(controller) {
-        reader ??= source.getReader();
-        const { value, done } = await reader.read();
-        if (done) controller.close();
-        else controller.enqueue(value);
-      },
-      cancel(reason) {
-        return (reader ?? source).cancel(reason);
-      },
-    }, { highWaterMark: 0 });
+    // The bytes read while looking for a header, then the socket's own stream.
+    return this.#readable = continueWith(first, this.#conn.readable.getReader()) as ReadableStream<
+      Uint8Array<ArrayBuffer>
+    >;
   }
 
   /** The socket's writable side, as `Deno.Conn.writable`. */
@@ -237,10 +226,7 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     try {
       const policy = policyFor(this.#options, peer);
       if (policy === "deny") {
-        throw new ProxyProtocolError(
-          "UNTRUSTED_SOURCE",
-          `${peer.remoteAddress} is not a trusted proxy`,
-        );
+        throw untrustedError(peer);
       }
       const { header, rest } = await pullHeader(conn, this.#options, policy, peer);
       this.#pending.delete(conn);

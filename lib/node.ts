@@ -40,6 +40,8 @@ import {
   type ResolvedOptions,
   resolveOptions,
   type SessionResult,
+  timeoutError,
+  untrustedError,
   type UntrustedPolicy,
   validateHeader,
 } from "./connection.ts";
@@ -240,19 +242,12 @@ class Connection {
       return this.#fail(error);
     }
     if (policy === "deny") {
-      return this.#fail(
-        new ProxyProtocolError(
-          "UNTRUSTED_SOURCE",
-          `${this.#peer.remoteAddress} is not a trusted proxy`,
-        ),
-      );
+      return this.#fail(untrustedError(this.#peer));
     }
     if (policy === "skip") return this.#handOver(null);
     this.#session = new HeaderSession(policy, this.#options);
     const ms = this.#options.timeout;
-    this.#timer = setTimeout(() => {
-      this.#fail(new ProxyProtocolError("TIMEOUT", `no complete PROXY header within ${ms} ms`));
-    }, ms);
+    this.#timer = setTimeout(() => this.#fail(timeoutError(ms)), ms);
     socket.on("close", this.#onClose);
     socket.on("end", this.#onEnd);
     socket.on("readable", this.#onReadable);

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { ProxyProtocolError } from "./error.ts";
 import { bytesNeeded } from "./header_reader.ts";
 import {
   HeaderSession,
@@ -16,6 +15,8 @@ import {
   type ResolvedOptions,
   resolveOptions,
   type SessionResult,
+  timeoutError,
+  untrustedError,
   validateHeader,
 } from "./connection.ts";
 import type { ProxyHeader } from "./types.ts";
@@ -54,17 +55,6 @@ function sessionPolicy(
     return resolved.policy as ProxyPolicy;
   }
   return policyFor(resolved, peer);
-}
-
-function untrusted(peer: PeerInfo | undefined): ProxyProtocolError {
-  return new ProxyProtocolError(
-    "UNTRUSTED_SOURCE",
-    `${peer?.remoteAddress ?? "peer"} is not a trusted proxy`,
-  );
-}
-
-function timeoutError(ms: number): ProxyProtocolError {
-  return new ProxyProtocolError("TIMEOUT", `no complete PROXY header within ${ms} ms`);
 }
 
 /**
@@ -109,7 +99,7 @@ export async function readProxyHeader(
   const policy = sessionPolicy(resolved, peer);
   if (policy === "deny") {
     await readable.cancel().catch(() => {});
-    throw untrusted(peer);
+    throw untrustedError(peer);
   }
   if (policy === "skip") return { header: null, readable };
 
@@ -187,8 +177,11 @@ async function readExactly(
   }
 }
 
-/** A stream of `first` (when not empty) and then whatever `reader` still gives. */
-function continueWith(
+/**
+ * A stream of `first` (when not empty) and then whatever `reader` still gives; cancelling it
+ * cancels the reader. Internal: also the Deno adapter's `readable` after bytes read ahead.
+ */
+export function continueWith(
   first: Uint8Array,
   reader: ReadableStreamDefaultReader<Uint8Array> | ReadableStreamBYOBReader | undefined,
 ): ReadableStream<Uint8Array> {
@@ -273,7 +266,7 @@ export function readProxyHeaderFrom(
   } catch (error) {
     return Promise.reject(error);
   }
-  if (policy === "deny") return Promise.reject(untrusted(options.peer));
+  if (policy === "deny") return Promise.reject(untrustedError(options.peer));
   return pullHeader(reader, resolved, policy, options.peer ?? NO_PEER);
 }
 

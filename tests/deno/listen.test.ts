@@ -400,3 +400,25 @@ Deno.test("deno listen: validate, for await, close and bad options", sanitize, a
   const asConn: Deno.Conn = null as unknown as ProxyConn; // ProxyConn is a Deno.Conn
   void asConn;
 });
+
+Deno.test(
+  "deno listen: readable hands on bytes read while looking for a header, then the socket's",
+  sanitize,
+  async () => {
+    await withListener({ policy: "optional" }, async ({ listener, port }) => {
+      const first = text("GET / HTTP/1.1\r\n");
+      const c = await client(port, [first]);
+      const conn = await listener.accept();
+      assert.equal(conn.proxyHeader, null);
+      const later = text("Host: example\r\n\r\n");
+      await c.write(later);
+      c.closeWrite();
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of conn.readable) chunks.push(chunk);
+      assert.deepEqual(concatBytes(chunks), concatBytes([first, later]));
+      // As with Deno's own conns, reading `readable` to its end closed the socket.
+      assert.throws(() => conn.close(), Deno.errors.BadResource);
+      c.close();
+    });
+  },
+);
