@@ -17,6 +17,8 @@ import {
   toHex,
 } from "@proxy-protocol/edge";
 import {
+  CLIENT_V4,
+  CLIENT_V6,
   Peer,
   peerTest,
   readAll,
@@ -217,16 +219,8 @@ peerTest("interop go-proxyproto 0.4.2, both ways", NEEDS, async ({ go }, t) => {
 
   await t.step("our encodeHeader to go-proxyproto's Listener", async () => {
     await withGoListener(binary, async (send) => {
-      const v4 = {
-        protocol: "TCP4",
-        source: { address: "203.0.113.7", port: 51234 },
-        destination: { address: "10.0.0.5", port: 443 },
-      } as const;
-      const v6 = {
-        protocol: "TCP6",
-        source: { address: "2001:db8::7", port: 51234 },
-        destination: { address: "2001:db8::1", port: 443 },
-      } as const;
+      const v4 = CLIENT_V4;
+      const v6 = CLIENT_V6;
 
       let saw = await send(encodeHeader({ version: 1, command: "PROXY", ...v4 }), "v1 tcp4\n");
       assert.deepEqual(

@@ -13,6 +13,8 @@ import {
   ProxyProtocolError,
 } from "@proxy-protocol/edge";
 import {
+  CLIENT_V4,
+  CLIENT_V6,
   echoThrough,
   freePort,
   Peer,
@@ -375,16 +377,8 @@ backend be_relay
     );
     await waitForPort(peer, "127.0.0.1", fp, PROBE);
 
-    const v4 = {
-      protocol: "TCP4",
-      source: { address: "203.0.113.7", port: 51234 },
-      destination: { address: "10.0.0.5", port: 443 },
-    } as const;
-    const v6 = {
-      protocol: "TCP6",
-      source: { address: "2001:db8::7", port: 51234 },
-      destination: { address: "2001:db8::1", port: 443 },
-    } as const;
+    const v4 = CLIENT_V4;
+    const v6 = CLIENT_V6;
     const badCrc = encodeHeader({ version: 2, command: "PROXY", ...v4 }, { checksum: true });
     badCrc[20]! ^= 1;
     const cases: [string, Uint8Array, Expect][] = [

@@ -13,6 +13,7 @@ import {
   type ProxyProtocolErrorCode,
 } from "@proxy-protocol/edge";
 import {
+  CLIENT_V4,
   echoThrough,
   freePort,
   Peer,
@@ -177,11 +178,7 @@ peerTest(
     );
     await waitForPort(peer, "127.0.0.1", pr, PROBE);
 
-    const v4 = {
-      protocol: "TCP4",
-      source: { address: "203.0.113.7", port: 51234 },
-      destination: { address: "10.0.0.5", port: 443 },
-    } as const;
+    const v4 = CLIENT_V4;
     const badCrc = encodeHeader({ version: 2, command: "PROXY", ...v4 }, { checksum: true });
     badCrc[20]! ^= 1;
     const badCommand = encodeHeader({ version: 2, command: "PROXY", ...v4 });

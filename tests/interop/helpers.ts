@@ -532,3 +532,17 @@ export async function echoThrough(
   }
   return { conn, client: client.local };
 }
+
+/** A client's v4 endpoints, as the interop tests encode them. */
+export const CLIENT_V4 = {
+  protocol: "TCP4",
+  source: { address: "203.0.113.7", port: 51234 },
+  destination: { address: "10.0.0.5", port: 443 },
+} as const;
+
+/** A client's v6 endpoints, as the interop tests encode them. */
+export const CLIENT_V6 = {
+  protocol: "TCP6",
+  source: { address: "2001:db8::7", port: 51234 },
+  destination: { address: "2001:db8::1", port: 443 },
+} as const;
