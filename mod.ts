@@ -16,7 +16,7 @@
  */
 
 export { decodeHeader } from "./lib/decode.ts";
-export { encodeHeader } from "./lib/encode.ts";
+export { encodedLength, encodeHeader, encodeHeaderInto } from "./lib/encode.ts";
 export { crc32c } from "./lib/crc32c.ts";
 export { decodeTlvs, encodeTlvs } from "./lib/tlv.ts";
 export type { ProxyTlvs, ProxyTlvsInit, SslTlv, SslTlvInit } from "./lib/tlv.ts";
@@ -62,3 +62,13 @@ export type {
   Tlv,
   UnixAddress,
 } from "./lib/types.ts";
+export { decodeDatagram, encodeDatagram } from "./lib/datagram.ts";
+export type {
+  DatagramFormat,
+  DatagramResult,
+  DecodeDatagramOptions,
+  EncodeDatagramOptions,
+  ProxyDatagram,
+  SppDatagram,
+} from "./lib/datagram.ts";
+export type { SppHeader, SppHeaderInit } from "./lib/spp.ts";

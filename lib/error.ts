@@ -21,6 +21,8 @@
  * - `INVALID_TLV`: the TLVs do not exactly fill the header, or one breaks its type's rules.
  * - `CHECKSUM_MISMATCH`: a CRC32C TLV does not match the header.
  * - `INVALID_HEADER`: an object handed to the encoder cannot be written as asked.
+ * - `TRUNCATED`: a datagram ends before the header it starts is complete (`decodeDatagram`;
+ *   a datagram is never continued by the next one).
  *
  * Connection errors (adapters):
  * - `TIMEOUT`: the header did not arrive in time.
@@ -45,6 +47,7 @@ export type ProxyProtocolErrorCode =
   | "INVALID_TLV"
   | "CHECKSUM_MISMATCH"
   | "INVALID_HEADER"
+  | "TRUNCATED"
   | "TIMEOUT"
   | "UNTRUSTED_SOURCE"
   | "HEADER_REQUIRED"

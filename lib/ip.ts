@@ -223,6 +223,42 @@ export function isIPv6Prefix(
   return true;
 }
 
+/**
+ * Parses an IPv4 address string (strict, as {@linkcode parseIPv4}). Returns the address as
+ * an unsigned 32-bit number, or -1.
+ */
+export function parseIPv4String(s: string): number {
+  const n = s.length;
+  return n < 7 || n > 15 ? -1 : parseIPv4Chars(s, 0, n);
+}
+
+/**
+ * {@linkcode parseIPv4} over `s[start..end)`, read straight from the string (no copy): the
+ * encoder parses two addresses a header.
+ */
+function parseIPv4Chars(s: string, start: number, end: number): number {
+  let value = 0, octet = 0, digits = 0, parts = 0;
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || parts === 3) return -1;
+      value = value * 256 + octet;
+      parts++;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits === 1 && octet === 0) return -1; // leading zero
+      octet = octet * 10 + (c - 0x30);
+      if (octet > 255) return -1;
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  if (digits === 0 || parts !== 3) return -1;
+  return value * 256 + octet;
+}
+
 /** Scratch space for parsing strings without allocating. */
 const text = new Uint8Array(64);
 
@@ -236,15 +272,6 @@ function toScratch(s: string): number {
     text[i] = c;
   }
   return n;
-}
-
-/**
- * Parses an IPv4 address string (strict, as {@linkcode parseIPv4}). Returns the address as
- * an unsigned 32-bit number, or -1.
- */
-export function parseIPv4String(s: string): number {
-  const n = toScratch(s);
-  return n < 0 ? -1 : parseIPv4(text, 0, n);
 }
 
 /** Parses an IPv6 address string into `out[outOffset..+16)`; false when not valid. */

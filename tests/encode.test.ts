@@ -1,8 +1,11 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import {
   decodeHeader,
+  encodedLength,
   encodeHeader,
+  encodeHeaderInto,
   encodeTlvs,
   fromHex,
   type ProxyHeaderInit,
@@ -194,5 +197,152 @@ describe("encoding", () => {
     });
     assert.equal(bytes.length, 65551);
     assert.equal(decodeHeader(bytes)?.length, 65551);
+  });
+});
+
+describe("encodeHeaderInto", () => {
+  const headers: [string, ProxyHeaderInit, { checksum: boolean }?][] = [
+    ["v1 TCP4", { version: 1, command: "PROXY", protocol: "TCP4", ...tcp4 }],
+    ["v1 TCP6", {
+      version: 1,
+      command: "PROXY",
+      protocol: "TCP6",
+      source: { address: "2001:0DB8:0:0:0:0:0:1", port: 0 },
+      destination: { address: "::FFFF:10.1.1.159", port: 65535 },
+    }],
+    ["v1 UNKNOWN", { version: 1, command: "LOCAL", protocol: "TCP4", ...tcp4 }],
+    ["v2 LOCAL TCP4 zeros", { version: 2, command: "LOCAL", protocol: "TCP4" }],
+    ["v2 UNIX", {
+      version: 2,
+      command: "PROXY",
+      protocol: "UNIX_STREAM",
+      source: { path: "/a" },
+      destination: { path: "é".repeat(54) },
+    }],
+    ["v2 TCP6 + checksum", {
+      version: 2,
+      command: "PROXY",
+      protocol: "TCP6",
+      source: { address: "2001:db8::1", port: 51000 },
+      destination: { address: "2001:db8::2", port: 443 },
+      tlvs: encodeTlvs({ alpn: "h2", authority: "example.com" }),
+    }, { checksum: true }],
+    ...Object.entries(V2).map(([name, bytes]) =>
+      [`vector ${name}`, decodeHeader(bytes)!.header] as [string, ProxyHeaderInit]
+    ),
+    ["aws1 refilled checksum", decodeHeader(V2.aws1)!.header, { checksum: true }],
+  ];
+
+  it("writes the bytes encodeHeader returns, at any offset, into a dirty buffer", () => {
+    for (const [name, header, options] of headers) {
+      const want = encodeHeader(header, options);
+      assert.equal(encodedLength(header, options), want.length, name);
+      for (const offset of [0, 1, 7, 100]) {
+        const target = new Uint8Array(offset + want.length + 5).fill(0xa5);
+        const n = encodeHeaderInto(header, target, offset, options);
+        assert.equal(n, want.length, name);
+        assert.equal(toHex(target.subarray(offset, offset + n)), toHex(want), `${name} @${offset}`);
+        assert.ok(target.subarray(0, offset).every((b) => b === 0xa5), `${name}: before offset`);
+        assert.ok(target.subarray(offset + n).every((b) => b === 0xa5), `${name}: after header`);
+      }
+    }
+  });
+
+  it("round-trips through decodeHeader", () => {
+    const target = new Uint8Array(300);
+    for (const [name, header, options] of headers) {
+      const n = encodeHeaderInto(header, target, 3, options);
+      const decoded = decodeHeader(target.subarray(3, 3 + n))!;
+      assert.equal(decoded.length, n, name);
+      assert.equal(toHex(encodeHeader(decoded.header, options)), toHex(target.subarray(3, 3 + n)));
+    }
+  });
+
+  it("writes into a Node Buffer, and the offset defaults to 0", () => {
+    const header = { version: 2, command: "PROXY", protocol: "TCP4", ...tcp4 } as const;
+    const target = Buffer.alloc(64);
+    assert.equal(encodeHeaderInto(header, target), 28);
+    assert.equal(toHex(target.subarray(0, 28)), toHex(encodeHeader(header)));
+  });
+
+  it("throws RangeError for a target too small, and writes nothing", () => {
+    const header = { version: 1, command: "PROXY", protocol: "TCP4", ...tcp4 } as const;
+    const length = encodedLength(header);
+    for (const [size, offset] of [[length - 1, 0], [length + 3, 4], [0, 0], [10, 10]]) {
+      const target = new Uint8Array(size!).fill(7);
+      assert.throws(() => encodeHeaderInto(header, target, offset), RangeError);
+      assert.ok(target.every((b) => b === 7));
+    }
+    const exact = new Uint8Array(length + 2);
+    assert.equal(encodeHeaderInto(header, exact, 2), length);
+  });
+
+  it("throws RangeError for a bad offset, TypeError for a target not a Uint8Array", () => {
+    const header = { version: 2, command: "LOCAL", protocol: "UNKNOWN" } as const;
+    const target = new Uint8Array(32);
+    for (const offset of [-1, 1.5, 33, NaN]) {
+      assert.throws(() => encodeHeaderInto(header, target, offset), RangeError);
+    }
+    assert.throws(
+      () => encodeHeaderInto(header, new ArrayBuffer(32) as unknown as Uint8Array),
+      TypeError,
+    );
+  });
+
+  it("throws INVALID_HEADER for a header it cannot write, and writes nothing", () => {
+    const target = new Uint8Array(300).fill(9);
+    const bad: ProxyHeaderInit[] = [
+      {
+        version: 2,
+        command: "PROXY",
+        protocol: "TCP4",
+        ...tcp4,
+        source: { address: "1.2.3.04", port: 1 },
+      },
+      { version: 1, command: "PROXY", protocol: "TCP6", ...tcp4 },
+      {
+        version: 2,
+        command: "PROXY",
+        protocol: "TCP4",
+        ...tcp4,
+        tlvs: [{ type: 3, value: new Uint8Array(3) }],
+      },
+      {
+        version: 2,
+        command: "PROXY",
+        protocol: "UNIX_DGRAM",
+        source: { path: "a\0" },
+        destination: { path: "" },
+      },
+      { version: 3 as 2, command: "PROXY", protocol: "TCP4" },
+    ];
+    for (const header of bad) {
+      for (const run of [() => encodeHeaderInto(header, target, 5), () => encodedLength(header)]) {
+        assert.throws(run, (e: unknown) => {
+          assert.ok(e instanceof ProxyProtocolError);
+          assert.equal(e.code, "INVALID_HEADER");
+          return true;
+        });
+      }
+      assert.ok(target.every((b) => b === 9));
+    }
+  });
+
+  it("encodes correctly from a getter that encodes (re-entrant calls)", () => {
+    const inner = { version: 2, command: "PROXY", protocol: "TCP4", ...tcp4 } as const;
+    const outer = {
+      version: 1,
+      command: "PROXY",
+      protocol: "TCP4",
+      destination: tcp4.destination,
+      get source() {
+        encodeHeaderInto(inner, new Uint8Array(64));
+        encodeHeader({ ...inner, version: 1, source: { address: "10.0.0.1", port: 9 } });
+        return tcp4.source;
+      },
+    } as ProxyHeaderInit;
+    assert.equal(latin(encodeHeader(outer)), V1_SPEC);
+    const target = new Uint8Array(64);
+    assert.equal(latin(target.subarray(0, encodeHeaderInto(outer, target))), V1_SPEC);
   });
 });

@@ -167,6 +167,11 @@ func encodeCase(name string, h *proxyproto.Header, want []byte) benchCase {
 	}
 }
 
+func withNote(c benchCase, note string) benchCase {
+	c.note = note
+	return c
+}
+
 func run(op func(), n int) time.Duration {
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -208,7 +213,29 @@ func main() {
 		"20 0028 01 00000000 21 0007", asciiHex("TLSv1.3"), "23 0016", asciiHex("TLS_AES_256_GCM_SHA384"))
 	v2AWS := mustHex(sig, "21 11 0054 ac1f0771 ac1f0a1f c8f2 0050 03 0004 e8d6892d",
 		"ea 0017 01", asciiHex("vpce-08d2bf15fac5001c9"), "04 0024", strings.Repeat("00", 36))
-	if len(v2TLSv6) != 95 || len(v2AWS) != 100 {
+	// The encode cases write the same headers as benches/codec_bench.ts.
+	v1TCP4Enc := []byte("PROXY TCP4 172.31.7.113 172.31.10.31 51442 80\r\n")
+	v2TCP6Enc := mustHex(sig, "21 21 0069",
+		"20010db8000000000000000000000001", "20010db8000000000000000000000002", "c738 01bb",
+		"03 0004 1b897c41", "01 0002", asciiHex("h2"), "02 000b", asciiHex("example.com"),
+		"20 0028 01 00000000 21 0007", asciiHex("TLSv1.3"), "23 0016", asciiHex("TLS_AES_256_GCM_SHA384"))
+	v2TCP6EncTLVs, err := proxyproto.SplitTLVs(v2TCP6Enc[16+36:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	v2TCP6EncHeader := &proxyproto.Header{
+		Version:           2,
+		Command:           proxyproto.PROXY,
+		TransportProtocol: proxyproto.TCPv6,
+		SourceAddr:        tcp("2001:db8::1", 51000),
+		DestinationAddr:   tcp("2001:db8::2", 443),
+	}
+	if err := v2TCP6EncHeader.SetTLVs(v2TCP6EncTLVs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if len(v2TLSv6) != 95 || len(v2AWS) != 100 || len(v2TCP6Enc) != 121 {
 		fmt.Fprintf(os.Stderr, "vector lengths %d and %d, want 95 and 100\n", len(v2TLSv6), len(v2AWS))
 		os.Exit(1)
 	}
@@ -235,9 +262,12 @@ func main() {
 			Version:           1,
 			Command:           proxyproto.PROXY,
 			TransportProtocol: proxyproto.TCPv4,
-			SourceAddr:        tcp("192.168.0.1", 56324),
-			DestinationAddr:   tcp("192.168.0.11", 443),
-		}, v1TCP4),
+			SourceAddr:        tcp("172.31.7.113", 51442),
+			DestinationAddr:   tcp("172.31.10.31", 80),
+		}, v1TCP4Enc),
+		// go-proxyproto writes TLVs as handed over: the CRC32c is precomputed, not computed.
+		withNote(encodeCase("v2 TCP6+TLVs encode", v2TCP6EncHeader, v2TCP6Enc),
+			"TLVs handed over raw, CRC32c precomputed (go-proxyproto computes none)"),
 	}
 
 	rt := "go " + strings.TrimPrefix(runtime.Version(), "go")
