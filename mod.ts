@@ -40,14 +40,11 @@ export type {
 export { bytesNeeded, HeaderReader } from "./lib/header_reader.ts";
 export type { HeaderReadResult } from "./lib/header_reader.ts";
 export { CidrSet } from "./lib/cidr.ts";
-export type {
-  EffectiveAddresses,
-  PeerInfo,
-  ProxyPolicy,
-  ProxyProtocolOptions,
-  SessionResult,
-  UntrustedPolicy,
-} from "./lib/connection.ts";
+export type { EffectiveAddresses } from "./lib/connection/addresses.ts";
+export type { PeerInfo } from "./lib/connection/peer.ts";
+export type { ProxyPolicy, UntrustedPolicy } from "./lib/connection/policy.ts";
+export type { ProxyProtocolOptions } from "./lib/connection/options.ts";
+export type { SessionResult } from "./lib/connection/session.ts";
 export type {
   DecodeOptions,
   DecodeResult,

@@ -3,8 +3,13 @@
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { entries as list } from "./entries.mjs";
 
-const entries = { mod: "mod.ts", node: "lib/node.ts", bun: "lib/bun.ts" };
+// dist/<name>.js for every entry point in jsr.json's "exports".
+const entries = Object.fromEntries(list().map((e) => [e.name, e.source]));
+// Declarations: Deno's entry uses Deno's own types, which tsc does not have; package.json
+// points its "types" at the source, which Deno reads.
+const declared = list().filter((e) => e.runtime !== "deno").map((e) => e.source);
 
 rmSync("dist", { recursive: true, force: true });
 await build({
@@ -22,7 +27,7 @@ await build({
   logLevel: "warning",
 });
 execFileSync("node_modules/.bin/tsc", [
-  ...Object.values(entries),
+  ...declared,
   "--declaration",
   "--emitDeclarationOnly",
   "--outDir",

@@ -32,6 +32,8 @@
  * - `VALIDATION_FAILED`: the user's `validate` hook refused the header, or a `policy`
  *   function threw or returned no policy.
  * - `CONNECTION_CLOSED`: the peer closed the connection before the header was complete.
+ * - `ACCEPT_FAILED`: the listener's `accept()` failed (e.g. out of file descriptors); it
+ *   waits, 5 ms doubling to 1 s, and tries again. Reported once a burst, with no peer.
  */
 export type ProxyProtocolErrorCode =
   | "NOT_PROXY_PROTOCOL"
@@ -53,7 +55,8 @@ export type ProxyProtocolErrorCode =
   | "HEADER_REQUIRED"
   | "HEADER_FORBIDDEN"
   | "VALIDATION_FAILED"
-  | "CONNECTION_CLOSED";
+  | "CONNECTION_CLOSED"
+  | "ACCEPT_FAILED";
 
 /** Options for constructing a {@linkcode ProxyProtocolError}. */
 export interface ProxyProtocolErrorOptions extends ErrorOptions {

@@ -6,19 +6,10 @@
  */
 
 import { bytesNeeded } from "./header_reader.ts";
-import {
-  HeaderSession,
-  type PeerInfo,
-  policyFor,
-  type ProxyPolicy,
-  type ProxyProtocolOptions,
-  type ResolvedOptions,
-  resolveOptions,
-  type SessionResult,
-  timeoutError,
-  untrustedError,
-  validateHeader,
-} from "./connection.ts";
+import { AcceptPhase, type AcceptStep } from "./connection/accept.ts";
+import { type ProxyProtocolOptions, resolveOptions } from "./connection/options.ts";
+import { NO_PEER, type PeerInfo } from "./connection/peer.ts";
+import { needsPeer } from "./connection/policy.ts";
 import type { ProxyHeader } from "./types.ts";
 
 /** Options for the stream helpers: the shared options, and the peer they apply to. */
@@ -42,19 +33,22 @@ export interface ProxyStreamResult {
   readable: ReadableStream<Uint8Array>;
 }
 
-const NO_PEER: PeerInfo = { remoteAddress: "", remotePort: 0, localAddress: "", localPort: 0 };
+/** A stream's header phase: on timeout, it cancels what it reads. */
+class StreamPhase extends AcceptPhase {
+  cancel: ((reason: unknown) => void) | undefined = undefined;
 
-function sessionPolicy(
-  resolved: ResolvedOptions,
-  peer: PeerInfo | undefined,
-): ProxyPolicy | "deny" {
-  if (peer === undefined) {
-    if (resolved.trust !== undefined || typeof resolved.policy === "function") {
-      throw new TypeError("trust and policy functions need options.peer");
-    }
-    return resolved.policy as ProxyPolicy;
+  protected override timedOut(): void {
+    this.cancel?.(this.error);
   }
-  return policyFor(resolved, peer);
+}
+
+/** Resolves the options for one stream, which needs a peer for trust and policy functions. */
+function streamPhase(options: ReadProxyHeaderOptions): StreamPhase {
+  const resolved = resolveOptions(options);
+  if (options.peer === undefined && needsPeer(resolved)) {
+    throw new TypeError("trust and policy functions need options.peer");
+  }
+  return new StreamPhase(resolved, options.peer ?? NO_PEER);
 }
 
 /**
@@ -94,86 +88,82 @@ export async function readProxyHeader(
   readable: ReadableStream<Uint8Array>,
   options: ReadProxyHeaderOptions = {},
 ): Promise<ProxyStreamResult> {
-  const resolved = resolveOptions(options);
-  const peer = options.peer;
-  const policy = sessionPolicy(resolved, peer);
-  if (policy === "deny") {
-    await readable.cancel().catch(() => {});
-    throw untrustedError(peer);
-  }
-  if (policy === "skip") return { header: null, readable };
-
-  let byob: ReadableStreamBYOBReader | undefined;
+  const phase = streamPhase(options);
   try {
-    byob = readable.getReader({ mode: "byob" });
-  } catch {
-    byob = undefined;
-  }
-  const session = new HeaderSession(policy, resolved);
-  let timedOut = false;
-  const reader = byob ?? readable.getReader();
-  const timer = setTimeout(() => {
-    timedOut = true;
-    reader.cancel(timeoutError(resolved.timeout)).catch(() => {});
-  }, resolved.timeout);
-  try {
-    const outcome = byob !== undefined
-      ? await readExactly(byob, session, resolved.maxHeaderLength)
-      : await readChunks(reader as ReadableStreamDefaultReader<Uint8Array>, session);
-    if (timedOut) throw timeoutError(resolved.timeout);
-    await validateHeader(resolved, outcome.header, peer ?? NO_PEER);
-    if (byob !== undefined && outcome.rest.length === 0 && !outcome.ended) {
-      byob.releaseLock();
-      return { header: outcome.header, readable };
+    let step = phase.start();
+    if (step === "open") return { header: null, readable }; // skip
+    if (step === "refuse") {
+      await readable.cancel(phase.error).catch(() => {});
+      throw phase.error;
     }
-    return {
-      header: outcome.header,
-      readable: continueWith(outcome.rest, outcome.ended ? undefined : reader),
-    };
-  } catch (error) {
-    const e = timedOut ? timeoutError(resolved.timeout) : error;
-    await reader.cancel(e).catch(() => {});
-    throw e;
+    let byob: ReadableStreamBYOBReader | undefined;
+    try {
+      byob = readable.getReader({ mode: "byob" });
+    } catch {
+      byob = undefined;
+    }
+    const reader = byob ?? readable.getReader();
+    phase.cancel = (reason) => reader.cancel(reason).catch(() => {});
+    step = byob !== undefined
+      ? await readExactly(byob, phase)
+      : await readChunks(reader as ReadableStreamDefaultReader<Uint8Array>, phase);
+    if (step === "pause") step = await phase.settled!;
+    if (step !== "open") {
+      await reader.cancel(phase.error).catch(() => {});
+      throw phase.error;
+    }
+    const { header, rest, ended } = phase;
+    if (byob !== undefined && rest.length === 0 && !ended) {
+      byob.releaseLock();
+      return { header, readable };
+    }
+    return { header, readable: continueWith(rest, ended ? undefined : reader) };
   } finally {
-    clearTimeout(timer);
+    phase.options.deadlines.stop();
   }
 }
 
-interface Outcome extends SessionResult {
-  /** The source ended while the header was read. */
-  ended: boolean;
-}
-
+/** Feeds chunks to the phase until it decides. */
 async function readChunks(
   reader: ReadableStreamDefaultReader<Uint8Array>,
-  session: HeaderSession,
-): Promise<Outcome> {
+  phase: AcceptPhase,
+): Promise<AcceptStep> {
   for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return { ...session.end(), ended: true };
-    const result = session.push(value);
-    if (result !== null) return { ...result, ended: false };
+    let step: AcceptStep;
+    try {
+      const { value, done } = await reader.read();
+      step = done ? phase.end() : phase.data(value);
+    } catch (error) {
+      return phase.closed(error);
+    }
+    if (step !== "wait") return step;
+    if (phase.done) return "refuse"; // timed out meanwhile
   }
 }
 
+/** Feeds the phase, reading no byte past the header. */
 async function readExactly(
   reader: ReadableStreamBYOBReader,
-  session: HeaderSession,
-  max: number,
-): Promise<Outcome> {
-  let buffer = new ArrayBuffer(Math.max(max, 108));
+  phase: AcceptPhase,
+): Promise<AcceptStep> {
+  let buffer = new ArrayBuffer(Math.max(phase.options.maxHeaderLength, 108));
   let have = 0;
   for (;;) {
     const want = Math.min(
       bytesNeeded(new Uint8Array(buffer, 0, have)) || 1,
       buffer.byteLength - have,
     );
-    const { value, done } = await reader.read(new Uint8Array(buffer, have, want));
-    if (value !== undefined) buffer = value.buffer as ArrayBuffer;
-    if (done) return { ...session.end(), ended: true };
-    const result = session.push(value);
-    have += value.length;
-    if (result !== null) return { ...result, ended: false };
+    let step: AcceptStep;
+    try {
+      const { value, done } = await reader.read(new Uint8Array(buffer, have, want));
+      if (value !== undefined) buffer = value.buffer as ArrayBuffer;
+      step = done ? phase.end() : phase.data(value);
+      if (!done) have += value.length;
+    } catch (error) {
+      return phase.closed(error);
+    }
+    if (step !== "wait") return step;
+    if (phase.done) return "refuse"; // timed out meanwhile
   }
 }
 
@@ -255,58 +245,32 @@ export interface PullResult {
  * assert.equal(at, 15); // nothing past the header was read
  * ```
  */
-export function readProxyHeaderFrom(
+export async function readProxyHeaderFrom(
   reader: PullReader,
   options: ReadProxyHeaderOptions = {},
 ): Promise<PullResult> {
-  let resolved: ResolvedOptions, policy: ProxyPolicy | "deny";
+  const phase = streamPhase(options);
+  let timedOut!: (error: unknown) => void;
+  const timeout = new Promise<never>((_, reject) => timedOut = reject);
+  timeout.catch(() => {});
+  phase.cancel = timedOut;
   try {
-    resolved = resolveOptions(options);
-    policy = sessionPolicy(resolved, options.peer);
-  } catch (error) {
-    return Promise.reject(error);
-  }
-  if (policy === "deny") return Promise.reject(untrustedError(options.peer));
-  return pullHeader(reader, resolved, policy, options.peer ?? NO_PEER);
-}
-
-/**
- * {@linkcode readProxyHeaderFrom} with options already resolved and the policy chosen, for
- * the adapters. Internal.
- */
-export async function pullHeader(
-  reader: PullReader,
-  resolved: ResolvedOptions,
-  policy: ProxyPolicy,
-  peer: PeerInfo,
-): Promise<PullResult> {
-  if (policy === "skip") return { header: null, rest: new Uint8Array(0), ended: false };
-  const session = new HeaderSession(policy, resolved);
-  const buffer = new Uint8Array(Math.max(resolved.maxHeaderLength, 108));
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(timeoutError(resolved.timeout)), resolved.timeout);
-  });
-  try {
+    let step = phase.start();
+    if (step === "open") return { header: null, rest: new Uint8Array(0), ended: false };
+    if (step === "refuse") throw phase.error;
+    const buffer = new Uint8Array(Math.max(phase.options.maxHeaderLength, 108));
     let have = 0;
-    let outcome: PullResult;
-    for (;;) {
+    while (step === "wait") {
+      if (phase.done) throw phase.error;
       const want = Math.min(bytesNeeded(buffer.subarray(0, have)) || 1, buffer.length - have);
       const n = await Promise.race([reader.read(buffer.subarray(have, have + want)), timeout]);
-      if (n === null) {
-        outcome = { ...session.end(), ended: true };
-        break;
-      }
-      const result = session.push(buffer.subarray(have, have + n));
-      have += n;
-      if (result !== null) {
-        outcome = { ...result, ended: false };
-        break;
-      }
+      step = n === null ? phase.end() : phase.data(buffer.subarray(have, have + n));
+      if (n !== null) have += n;
     }
-    await Promise.race([validateHeader(resolved, outcome.header, peer), timeout]);
-    return outcome;
+    if (step === "pause") step = await Promise.race([phase.settled!, timeout]);
+    if (step !== "open") throw phase.error;
+    return { header: phase.header, rest: phase.rest, ended: phase.ended };
   } finally {
-    clearTimeout(timer);
+    phase.options.deadlines.stop();
   }
 }

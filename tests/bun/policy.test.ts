@@ -398,7 +398,9 @@ describe("bun listen: validate", () => {
       const client = await send(server.port, [concat([HEADER, bytes("req")])]);
       const conn = await server.conns.next();
       await conn.closed;
-      assert.deepEqual(conn.events, ["open", "data", "end", "close"]);
+      // The socket was paused while validate ran; Bun may report it writable (`drain`)
+      // once it is resumed.
+      assert.deepEqual(conn.events.filter((e) => e !== "drain"), ["open", "data", "end", "close"]);
       assert.equal(text(concat(conn.chunks)), "req");
       await client.closed;
       assert.equal(text(client.received()), "reply after FIN");

@@ -1,29 +1,23 @@
 /**
- * The Deno adapter: `listen()` is `Deno.listen()` for servers behind a PROXY protocol
- * load balancer. Its connections are shaped like `Deno.Conn`, report the client's
- * addresses, and carry the decoded `proxyHeader`.
+ * `listen`: `Deno.listen()` for servers behind a PROXY protocol load balancer. Glue
+ * between `Deno.Listener` and the shared accept phase.
  *
  * @module
  */
 
-import { ProxyProtocolError } from "./error.ts";
+import { ProxyProtocolError } from "../error.ts";
+import { continueWith } from "../stream.ts";
+import { AcceptPhase, type AcceptStep } from "../connection/accept.ts";
+import { headerAddresses } from "../connection/addresses.ts";
+import { AcceptBackoff } from "../connection/backoff.ts";
 import {
-  effectiveAddresses,
-  type PeerInfo,
-  policyFor,
-  type ProxyPolicy,
   type ProxyProtocolOptions,
-  report,
   type ResolvedOptions,
   resolveOptions,
-  untrustedError,
-  type UntrustedPolicy,
-} from "./connection.ts";
-import { continueWith, pullHeader } from "./stream.ts";
-import type { ProxyHeader } from "./types.ts";
-
-export { ProxyProtocolError };
-export type { PeerInfo, ProxyPolicy, ProxyProtocolOptions, UntrustedPolicy };
+} from "../connection/options.ts";
+import type { PeerInfo } from "../connection/peer.ts";
+import { report } from "../connection/report.ts";
+import type { ProxyHeader } from "../types.ts";
 
 /** Options for {@linkcode listen}: `Deno.listen`'s TCP options and the shared ones. */
 export interface ListenOptions extends Deno.TcpListenOptions, ProxyProtocolOptions {
@@ -39,6 +33,7 @@ const EMPTY = new Uint8Array(0);
 /**
  * A connection whose PROXY header has been read: shaped like `Deno.Conn`, with the
  * client's addresses. After the header, `read` and `readable` go straight to the socket.
+ * Closing it is the application's job.
  */
 export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   /** The client, from the header; the socket's peer for LOCAL, UNKNOWN or no header. */
@@ -47,8 +42,6 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   readonly localAddr: Deno.NetAddr;
   /** The decoded header, or `null` when none came (or the policy ignores it). */
   readonly proxyHeader: ProxyHeader | null;
-  /** The socket's own endpoints (the load balancer's and this host's). */
-  readonly peer: PeerInfo;
   #conn: Deno.TcpConn;
   #rest: Uint8Array;
   #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
@@ -58,17 +51,26 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
    *
    * @param conn The socket.
    * @param header The header read from it, or `null`.
-   * @param rest Bytes read while looking for a header that belong to the application.
-   * @param peer The socket's own endpoints.
+   * @param rest Bytes read while looking for a header that belong to the application; the
+   *   connection takes them over (they must not change afterwards).
    */
-  constructor(conn: Deno.TcpConn, header: ProxyHeader | null, rest: Uint8Array, peer: PeerInfo) {
+  constructor(conn: Deno.TcpConn, header: ProxyHeader | null, rest: Uint8Array) {
     this.#conn = conn;
     this.#rest = rest;
     this.proxyHeader = header;
-    this.peer = peer;
-    const a = effectiveAddresses(header, peer);
-    this.remoteAddr = { transport: "tcp", hostname: a.remoteAddress, port: a.remotePort };
-    this.localAddr = { transport: "tcp", hostname: a.localAddress, port: a.localPort };
+    const a = headerAddresses(header);
+    if (a === undefined) {
+      this.remoteAddr = conn.remoteAddr;
+      this.localAddr = conn.localAddr;
+    } else {
+      this.remoteAddr = { transport: "tcp", hostname: a.remoteAddress, port: a.remotePort };
+      this.localAddr = { transport: "tcp", hostname: a.localAddress, port: a.localPort };
+    }
+  }
+
+  /** The socket's own endpoints (the load balancer's and this host's). */
+  get peer(): PeerInfo {
+    return peerOf(this.#conn);
   }
 
   /**
@@ -78,10 +80,11 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
    * @returns How many bytes were read, or `null` at the end.
    */
   read(p: Uint8Array): Promise<number | null> {
-    if (this.#rest.length === 0) return this.#conn.read(p);
-    const n = Math.min(p.length, this.#rest.length);
-    p.set(this.#rest.subarray(0, n));
-    this.#rest = this.#rest.subarray(n);
+    const rest = this.#rest;
+    if (rest.length === 0) return this.#conn.read(p);
+    const n = Math.min(p.length, rest.length);
+    p.set(n === rest.length ? rest : rest.subarray(0, n));
+    this.#rest = n === rest.length ? EMPTY : rest.subarray(n);
     return Promise.resolve(n);
   }
 
@@ -164,11 +167,67 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   }
 }
 
+function peerOf(conn: Deno.TcpConn): PeerInfo {
+  const remote = conn.remoteAddr, local = conn.localAddr;
+  return {
+    remoteAddress: remote.hostname,
+    remotePort: remote.port,
+    localAddress: local.hostname,
+    localPort: local.port,
+  };
+}
+
+/** One accepted connection during its header phase. */
+class DenoPhase extends AcceptPhase {
+  readonly conn: Deno.TcpConn;
+
+  constructor(options: ResolvedOptions, conn: Deno.TcpConn) {
+    super(options);
+    this.conn = conn;
+  }
+
+  protected override readPeer(): PeerInfo {
+    return peerOf(this.conn);
+  }
+
+  protected override timedOut(): void {
+    // Ends the pending read.
+    close(this.conn);
+  }
+}
+
+function close(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+/** Read buffers for header phases, reused: a new one costs about 1 µs on Deno. */
+class BufferPool {
+  readonly size: number;
+  #free: Uint8Array[] = [];
+
+  constructor(size: number) {
+    this.size = size;
+  }
+
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  give(buffer: Uint8Array): void {
+    if (this.#free.length < 64) this.#free.push(buffer);
+  }
+}
+
 /**
  * A listener shaped like `Deno.Listener`: `accept()` resolves to connections whose header
  * is in, and `for await` over it yields them. Headers are read concurrently, so a slow or
  * silent client never holds up `accept()`; refused connections go to `onError` and never
- * end the loop.
+ * end the loop. When `accept()` itself fails (out of file descriptors), the loop waits
+ * 5 ms, doubling to 1 s, before it tries again, and reports `ACCEPT_FAILED` once a burst.
  */
 export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable, Disposable {
   /** The address the listener is bound to (read `port` back after `port: 0`). */
@@ -176,10 +235,12 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
   #inner: Deno.TcpListener;
   #options: ResolvedOptions;
   #limit: number;
+  #pool: BufferPool;
   #ready: ProxyConn[] = [];
   #waiting: { resolve: (conn: ProxyConn) => void; reject: (error: unknown) => void }[] = [];
   #pending = new Set<Deno.TcpConn>();
-  #space: (() => void) | undefined;
+  #wake: (() => void) | undefined;
+  #sleep: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #loop: Promise<void>;
 
@@ -188,14 +249,17 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     this.#inner = inner;
     this.#options = options;
     this.#limit = limit;
+    // Room for the longest header allowed: one read takes a whole header.
+    this.#pool = new BufferPool(Math.max(options.maxHeaderLength, 108));
     this.addr = inner.addr;
     this.#loop = this.#acceptLoop();
   }
 
   async #acceptLoop(): Promise<void> {
+    const backoff = new AcceptBackoff();
     while (!this.#closed) {
       if (this.#ready.length >= this.#limit) {
-        await new Promise<void>((resolve) => this.#space = resolve);
+        await new Promise<void>((resolve) => this.#wake = resolve);
         continue;
       }
       let conn: Deno.TcpConn;
@@ -203,10 +267,31 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
         conn = await this.#inner.accept();
       } catch (error) {
         if (this.#closed || error instanceof Deno.errors.BadResource) break;
-        // e.g. NotConnected (os error 107) when a peer resets before it is accepted.
-        report(this.#options, error, undefined);
+        if (
+          error instanceof Deno.errors.NotConnected ||
+          error instanceof Deno.errors.ConnectionAborted
+        ) {
+          // A peer that reset before it was accepted (os error 107): that connection only.
+          report(this.#options, error, undefined);
+          continue;
+        }
+        // Out of file descriptors or memory: try again later, and say so once a burst.
+        const { wait, report: first } = backoff.failed();
+        if (first) {
+          const message = error instanceof Error ? error.message : String(error);
+          report(
+            this.#options,
+            new ProxyProtocolError("ACCEPT_FAILED", message, { cause: error }),
+            undefined,
+          );
+        }
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+          this.#sleep = setTimeout(resolve, wait);
+        });
         continue;
       }
+      if (backoff.failures > 0) backoff.succeeded();
       if (this.#closed) {
         conn.close();
         break;
@@ -216,34 +301,42 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
   }
 
   async #handle(conn: Deno.TcpConn): Promise<void> {
-    const peer: PeerInfo = {
-      remoteAddress: conn.remoteAddr.hostname,
-      remotePort: conn.remoteAddr.port,
-      localAddress: conn.localAddr.hostname,
-      localPort: conn.localAddr.port,
-    };
-    this.#pending.add(conn);
+    const phase = new DenoPhase(this.#options, conn);
+    let step = phase.start();
+    if (step === "wait") {
+      this.#pending.add(conn);
+      step = await this.#readHeader(phase);
+      this.#pending.delete(conn);
+    }
+    if (step === "pause") step = await phase.settled!;
+    if (step !== "open" || this.#closed) {
+      close(conn);
+      return;
+    }
+    this.#deliver(new ProxyConn(conn, phase.header, phase.rest));
+  }
+
+  /** Reads until the phase is decided; one read takes a whole header that has arrived. */
+  async #readHeader(phase: DenoPhase): Promise<AcceptStep> {
+    const pool = this.#pool;
+    const buffer = pool.take();
+    let step: AcceptStep = "wait";
     try {
-      const policy = policyFor(this.#options, peer);
-      if (policy === "deny") {
-        throw untrustedError(peer);
+      while (step === "wait") {
+        let n: number | null;
+        try {
+          n = await phase.conn.read(buffer);
+        } catch (error) {
+          return phase.closed(error);
+        }
+        step = n === null ? phase.end() : phase.data(buffer.subarray(0, n));
+        if (step === "wait" && phase.done) return "refuse"; // timed out meanwhile
       }
-      const { header, rest } = await pullHeader(conn, this.#options, policy, peer);
-      this.#pending.delete(conn);
-      if (this.#closed) {
-        conn.close();
-        return;
-      }
-      this.#deliver(new ProxyConn(conn, header, rest, peer));
-    } catch (error) {
-      this.#pending.delete(conn);
-      if (this.#closed && !(error instanceof ProxyProtocolError)) return;
-      report(this.#options, error, peer);
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
+      // Bytes after the header are the application's: copy them out of the pooled buffer.
+      if (step === "open" && phase.rest.length > 0) phase.rest = phase.rest.slice();
+      return step;
+    } finally {
+      pool.give(buffer);
     }
   }
 
@@ -262,8 +355,8 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
   accept(): Promise<ProxyConn> {
     const conn = this.#ready.shift();
     if (conn !== undefined) {
-      this.#space?.();
-      this.#space = undefined;
+      this.#wake?.();
+      this.#wake = undefined;
       return Promise.resolve(conn);
     }
     if (this.#closed) {
@@ -284,14 +377,10 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     } catch {
       // already closed
     }
-    this.#space?.();
-    for (const conn of this.#pending) {
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
-    }
+    clearTimeout(this.#sleep);
+    this.#wake?.();
+    this.#options.deadlines.stop();
+    for (const conn of this.#pending) close(conn);
     this.#pending.clear();
     for (const conn of this.#ready.splice(0)) conn[Symbol.dispose]();
     for (const waiter of this.#waiting.splice(0)) {
@@ -300,7 +389,7 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
   }
 
   /**
-   * Closes the listener and waits for its accept loop to end.
+   * Waits for the accept loop to end (after {@linkcode ProxyListener.close}).
    *
    * @returns When the loop has ended.
    */
@@ -354,9 +443,9 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
  * Listens for TCP connections that start with a PROXY header, as `Deno.listen` does for
  * plain ones.
  *
- * @param options `Deno.listen`'s TCP options (`port`, `hostname`) and the shared ones:
- * `policy` (default `"require"`), `trust`, `untrusted`, `timeout`, `maxHeaderLength`,
- * `verifyChecksum`, `validate`, `onError`.
+ * @param options `Deno.listen`'s TCP options (`port`, `hostname`, `reusePort`) and the
+ * shared ones: `policy` (default `"require"`), `trust`, `untrusted`, `timeout`,
+ * `maxHeaderLength`, `verifyChecksum`, `validate`, `onError`.
  * @returns The listener.
  * @throws {TypeError | RangeError} For bad options, at once.
  *

@@ -1,0 +1,54 @@
+/**
+ * The parts of Bun's API this folder uses, declared here so that it type-checks without
+ * Bun's type package (on Deno, Node's `tsc` and JSR). Internal.
+ *
+ * @module
+ */
+
+/** Bun's socket as the adapters use it, before the addresses are defined on it. */
+export interface BunSocket {
+  readonly remoteAddress?: string;
+  readonly remotePort?: number;
+  readonly localAddress?: string;
+  readonly localPort?: number;
+  readonly readyState?: unknown;
+  end(): unknown;
+  terminate(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+}
+
+/** A set of socket handlers, as `Bun.listen` and `socket.reload` take them. */
+export interface BunSocketHandler {
+  open(socket: BunSocket): unknown;
+  data(socket: BunSocket, data: Uint8Array): unknown;
+  drain?(socket: BunSocket): unknown;
+  end(socket: BunSocket): unknown;
+  close(socket: BunSocket, error?: Error): unknown;
+  timeout?(socket: BunSocket): unknown;
+  error?(socket: BunSocket, error: Error): unknown;
+  binaryType?: "buffer" | "uint8array";
+}
+
+/** `Bun`, as far as the adapters use it. */
+export interface BunGlobal {
+  listen(options: Record<string, unknown>): unknown;
+}
+
+/** Node's `Buffer` on Bun, to make the `Buffer` chunks Bun's handlers expect. */
+export interface BufferConstructorLike {
+  from(buffer: ArrayBufferLike, byteOffset: number, length: number): Uint8Array;
+}
+
+/** `globalThis.Bun`, or a `TypeError` off Bun. */
+export function bun(): BunGlobal {
+  const bun = (globalThis as unknown as { Bun?: BunGlobal }).Bun;
+  if (bun === undefined) throw new TypeError("@proxy-protocol/edge/bun runs on Bun only");
+  return bun;
+}
+
+/** Bun reports a closed socket's `readyState` as -1 (older versions: `"closed"`). */
+export function isClosed(socket: BunSocket): boolean {
+  const state = socket.readyState;
+  return state === -1 || state === "closed";
+}

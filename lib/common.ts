@@ -1,0 +1,23 @@
+/**
+ * What every runtime's entry point re-exports besides its own functions, so that one
+ * import gives a server everything it needs. Internal: each `lib/<runtime>/mod.ts` has
+ * `export * from "../common.ts"`.
+ *
+ * @module
+ */
+
+export { ProxyProtocolError } from "./error.ts";
+export type { ProxyProtocolErrorCode } from "./error.ts";
+export type { PeerInfo } from "./connection/peer.ts";
+export type { ProxyPolicy, UntrustedPolicy } from "./connection/policy.ts";
+export type { ProxyProtocolOptions } from "./connection/options.ts";
+export type {
+  InetAddress,
+  ProxyAddress,
+  ProxyCommand,
+  ProxyHeader,
+  ProxyProtocolFamily,
+  ProxyVersion,
+  Tlv,
+  UnixAddress,
+} from "./types.ts";
