@@ -8,7 +8,7 @@
 
 import { ProxyProtocolError } from "./error.ts";
 import { decodeHeader } from "./decode.ts";
-import { encodeHeader } from "./encode.ts";
+import { encodedLength, encodeHeaderInto } from "./encode.ts";
 import { decodeSpp, encodeSpp, SPP_HEADER_LENGTH } from "./spp.ts";
 import type { SppHeader, SppHeaderInit } from "./spp.ts";
 import type { DecodeOptions, EncodeOptions, ProxyHeader, ProxyHeaderInit } from "./types.ts";
@@ -265,11 +265,10 @@ export function encodeDatagram(
     );
   }
   const h = header as ProxyHeaderInit;
-  // SWITCH-TO-encodeHeaderInto: once lib/encode.ts exports encodedLength and encodeHeaderInto, import them and replace the four lines after this one with:
-  // const n = encodedLength(h, options), out = new Uint8Array(n + payload.length); encodeHeaderInto(h, out, 0, options); out.set(payload, n); return out;
-  const head = encodeHeader(h, options);
-  const out = new Uint8Array(head.length + payload.length);
-  out.set(head, 0);
-  out.set(payload, head.length);
+  // One allocation: the header is written in place, then the payload after it.
+  const n = encodedLength(h, options);
+  const out = new Uint8Array(n + payload.length);
+  encodeHeaderInto(h, out, 0, options);
+  out.set(payload, n);
   return out;
 }
