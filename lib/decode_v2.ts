@@ -71,7 +71,11 @@ export function decodeV2(
   if (length < end && !local) {
     fail("INVALID_LENGTH", "length is shorter than the address block", 14);
   }
-  if (n < length) return null;
+  if (n < length) {
+    // Malformed TLVs never reject a LOCAL header, so only PROXY ones are walked early.
+    if (!local) walkTlvs(b, length, { next: end, sub: 0 });
+    return null;
+  }
   const protocol = FAMILY[fam]!;
 
   if (local) {
@@ -116,22 +120,31 @@ function unixPath(b: Uint8Array, offset: number): string {
  * Parses the TLVs in `b[start..end)`. They must exactly fill it; CRC32C must be 4 bytes,
  * UNIQUE_ID at most 128, SSL a well-formed client/verify/sub-TLV block. Where `strict`
  * is false a malformed block gives `null` instead of an error.
+ *
+ * For each TLV the rules are checked in the order in which its bytes decide them (type and
+ * length; the 1 or 2 stray bytes its length leaves at the end; the SSL sub-TLVs), the
+ * order {@linkcode walkTlvs} checks a partial header in, so both report the same offset.
  */
 function parseTlvs(b: Uint8Array, start: number, end: number, strict: boolean): Tlv[] | null {
   const tlvs: Tlv[] = [];
   let p = start;
+  if (p < end && end - p < 3) {
+    if (!strict) return null;
+    fail("INVALID_TLV", "stray bytes after the last TLV", p);
+  }
   while (p < end) {
-    if (p + 3 > end) {
-      if (!strict) return null;
-      fail("INVALID_TLV", "stray bytes after the last TLV", p);
-    }
+    // Here p + 3 <= end: the first TLV was checked above, the others below.
     const type = b[p]!;
     const valueEnd = p + 3 + (b[p + 1]! << 8 | b[p + 2]!);
-    if (valueEnd > end) {
-      if (!strict) return null;
-      fail("INVALID_TLV", `TLV 0x${type.toString(16)} overruns the header`, p);
+    let problem = headerProblem(type, p, valueEnd, end);
+    if (problem === undefined) {
+      const left = end - valueEnd;
+      if (left > 0 && left < 3) {
+        if (!strict) return null;
+        fail("INVALID_TLV", "stray bytes after the last TLV", valueEnd);
+      }
+      if (type === TlvType.SSL) problem = sslProblem(b, p + 3 + SSL_FIXED, valueEnd, valueEnd);
     }
-    const problem = checkTlv(b, type, p + 3, valueEnd);
     if (problem !== undefined) {
       if (!strict) return null;
       fail("INVALID_TLV", problem, p);
@@ -142,22 +155,49 @@ function parseTlvs(b: Uint8Array, start: number, end: number, strict: boolean): 
   return tlvs;
 }
 
-/** What is wrong with one TLV's value, if anything. */
-function checkTlv(b: Uint8Array, type: number, start: number, end: number): string | undefined {
-  const length = end - start;
+/**
+ * What is wrong with the TLV at `p`, of `type`, whose value ends at `valueEnd`, judged
+ * from its type and length alone, in a TLV area that ends at `end`: it overruns the area,
+ * or its length breaks its type's rule.
+ */
+function headerProblem(
+  type: number,
+  p: number,
+  valueEnd: number,
+  end: number,
+): string | undefined {
+  if (valueEnd > end) return `TLV 0x${type.toString(16)} overruns the header`;
+  const length = valueEnd - p - 3;
   if (type === TlvType.CRC32C) {
     if (length !== 4) return "CRC32C TLV must be 4 bytes";
   } else if (type === TlvType.UNIQUE_ID) {
     if (length > UNIQUE_ID_MAX) return "UNIQUE_ID TLV longer than 128 bytes";
   } else if (type === TlvType.SSL) {
     if (length < SSL_FIXED) return "SSL TLV shorter than its 5 fixed bytes";
-    let p = start + SSL_FIXED;
-    while (p < end) {
-      if (p + 3 > end) return "stray bytes after the last SSL sub-TLV";
-      p += 3 + (b[p + 1]! << 8 | b[p + 2]!);
-      if (p > end) return "SSL sub-TLV overruns the SSL TLV";
-    }
   }
+  return undefined;
+}
+
+/** Where {@linkcode sslProblem} stopped. */
+let sslNext = 0;
+
+/**
+ * What is wrong with the SSL sub-TLVs from `p` (a sub-TLV boundary) to `end`, the end of
+ * the SSL TLV, reading only the sub-TLV headers below `n`. Leaves in `sslNext` the first
+ * sub-TLV boundary whose header is not in (`end` when all were read).
+ */
+function sslProblem(b: Uint8Array, p: number, end: number, n: number): string | undefined {
+  while (p < end) {
+    if (p + 3 > end) return "stray bytes after the last SSL sub-TLV";
+    if (p + 3 > n) {
+      // The high byte of the length alone may already overrun.
+      if (p + 1 < n && p + 3 + (b[p + 1]! << 8) > end) return "SSL sub-TLV overruns the SSL TLV";
+      break;
+    }
+    p += 3 + (b[p + 1]! << 8 | b[p + 2]!);
+    if (p > end) return "SSL sub-TLV overruns the SSL TLV";
+  }
+  sslNext = p;
   return undefined;
 }
 
@@ -186,4 +226,95 @@ function verifyCrc(b: Uint8Array, length: number, tlvs: Tlv[]): void {
 
 function hex8(n: number): string {
   return n.toString(16).padStart(8, "0");
+}
+
+/**
+ * Where a walk over the TLVs of a partial PROXY v2 header stopped, so that the next walk,
+ * over more bytes of the same header, resumes there instead of starting over.
+ */
+export interface TlvWalk {
+  /** The first TLV not yet all in, a TLV boundary; 0 before the first walk. */
+  next: number;
+  /**
+   * In the TLV at `next`: 0 while its type and length are unchecked, else (for an SSL TLV)
+   * the first sub-TLV boundary not yet checked.
+   */
+  sub: number;
+}
+
+/**
+ * Walks the TLVs of a PROXY header of `length` bytes whose first `b.length` bytes (fewer)
+ * are in, from where `walk` stopped, and throws `INVALID_TLV` as soon as the bytes in break
+ * a rule no later byte can mend: a TLV that overruns the header, a CRC32C TLV not 4 bytes
+ * long, a UNIQUE_ID longer than 128, an SSL TLV shorter than 5 bytes or whose sub-TLVs
+ * overrun it or leave 1 or 2 stray bytes, or 1 or 2 bytes left after a TLV (too few for
+ * another). Same checks, order and offsets as the complete header's {@linkcode parseTlvs}.
+ * A TLV whose length is not all in is judged from its type and the high byte of its length
+ * where every value of the rest would give the same error: a CRC32C or SSL TLV that the
+ * area left cannot hold, a high byte that overruns, a CRC32C or UNIQUE_ID of 256 bytes or
+ * more. (A CRC32C TLV that would leave 1 or 2 bytes, or an SSL TLV that could only leave
+ * stray bytes after it or in it, fails at an offset that depends on the missing byte, so
+ * it waits for that byte.)
+ * Each TLV and sub-TLV header is read once over successive walks, so that a header
+ * trickled a byte at a time costs linear time.
+ */
+function walkTlvs(b: Uint8Array, length: number, walk: TlvWalk): void {
+  const n = b.length;
+  let p = walk.next, sub = walk.sub;
+  if (p < length && p + 3 > length) fail("INVALID_TLV", "stray bytes after the last TLV", p);
+  while (p + 3 <= n) {
+    const type = b[p]!;
+    const valueEnd = p + 3 + (b[p + 1]! << 8 | b[p + 2]!);
+    if (sub === 0) {
+      const problem = headerProblem(type, p, valueEnd, length);
+      if (problem !== undefined) fail("INVALID_TLV", problem, p);
+      const left = length - valueEnd;
+      if (left > 0 && left < 3) fail("INVALID_TLV", "stray bytes after the last TLV", valueEnd);
+      sub = p + 3 + SSL_FIXED;
+    }
+    if (type === TlvType.SSL) {
+      const problem = sslProblem(b, sub, valueEnd, n);
+      if (problem !== undefined) fail("INVALID_TLV", problem, p);
+      sub = sslNext;
+    }
+    if (valueEnd > n) break;
+    p = valueEnd;
+    sub = 0;
+  }
+  if (p < n && sub === 0) {
+    // The type, and maybe the high byte of the length, are in: enough for some problems
+    // whatever the rest of the length (only those reported at `p` for every rest).
+    const type = b[p]!, most = length - p - 3;
+    if (type === TlvType.CRC32C && most < 4) fail("INVALID_TLV", "CRC32C TLV must be 4 bytes", p);
+    if (type === TlvType.SSL && most < SSL_FIXED) {
+      fail("INVALID_TLV", "SSL TLV shorter than its 5 fixed bytes", p);
+    }
+    if (p + 1 < n) {
+      const least = b[p + 1]! << 8;
+      if (least > most) fail("INVALID_TLV", `TLV 0x${type.toString(16)} overruns the header`, p);
+      if (least > 0 && type === TlvType.CRC32C) {
+        fail("INVALID_TLV", "CRC32C TLV must be 4 bytes", p);
+      }
+      if (least > 0 && type === TlvType.UNIQUE_ID) {
+        fail("INVALID_TLV", "UNIQUE_ID TLV longer than 128 bytes", p);
+      }
+    }
+  }
+  walk.next = p;
+  walk.sub = sub;
+}
+
+/**
+ * Checks the TLVs that have arrived of a partial v2 header, for a reader that gets the
+ * header in pieces: `b` holds its first bytes (at least 16, fewer than the whole header),
+ * whose fixed part {@linkcode decodeV2} has already accepted. Resumes where `walk`
+ * (start it at `{ next: 0, sub: 0 }`) stopped, and updates it. Does nothing for LOCAL
+ * headers, whose malformed TLVs are never an error.
+ *
+ * @throws {ProxyProtocolError} `INVALID_TLV`, as {@linkcode decodeV2} on the same bytes.
+ */
+export function checkPartialV2(b: Uint8Array, walk: TlvWalk): void {
+  if ((b[12]! & 0x0f) === 0) return;
+  if (walk.next === 0) walk.next = 16 + ADDRESS_LENGTH[b[13]!]!;
+  walkTlvs(b, 16 + (b[14]! << 8 | b[15]!), walk);
 }

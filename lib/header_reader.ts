@@ -7,6 +7,7 @@
  */
 
 import { decodeHeader } from "./decode.ts";
+import { checkPartialV2, type TlvWalk } from "./decode_v2.ts";
 import type { DecodeOptions, DecodeResult } from "./types.ts";
 
 const SP = 0x20, CR = 0x0d;
@@ -88,6 +89,8 @@ export class HeaderReader {
   #buffer: Uint8Array | undefined;
   #used = 0;
   #first: Uint8Array | undefined;
+  /** How far the checks of a partial v2 header's TLVs got, over the pushes since. */
+  #walk: TlvWalk = { next: 0, sub: 0 };
 
   /**
    * Creates a reader.
@@ -134,13 +137,19 @@ export class HeaderReader {
     this.#append(chunk);
     const buffered = this.#buffer!.subarray(0, this.#used);
     // A v2 header whose first 16 bytes were checked by an earlier call cannot complete
-    // before its length is in: skip decoding until then.
-    if (before >= 16 && buffered[0] === 0x0d && bytesNeeded(buffered) > 0) return null;
+    // before its length is in: until then only check the TLVs that have arrived, resuming
+    // where the last check stopped (decoding the whole buffer each time would cost
+    // quadratic time for a large header trickled a byte at a time).
+    if (before >= 16 && buffered[0] === 0x0d && bytesNeeded(buffered) > 0) {
+      checkPartialV2(buffered, this.#walk);
+      return null;
+    }
     const result = decodeHeader(buffered, this.#options);
     if (result === null) return null;
     this.#buffer = undefined;
     this.#first = undefined;
     this.#used = 0;
+    this.#walk = { next: 0, sub: 0 };
     return { result, rest: chunk.subarray(result.length - before) };
   }
 

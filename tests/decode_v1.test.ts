@@ -2,6 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   decodeHeader,
+  type DecodeOptions,
   ProxyProtocolError,
   type ProxyProtocolErrorCode,
 } from "@proxy-protocol/edge";
@@ -27,6 +28,28 @@ function assertCode(line: string, code: ProxyProtocolErrorCode, offset?: number)
       return true;
     },
   );
+}
+
+/**
+ * The shortest prefix of `line` that throws, with its code and offset; every longer prefix
+ * must throw the same, and every shorter one give null.
+ */
+function firstError(line: string, options?: DecodeOptions) {
+  const bytes = text(line);
+  let first: { at: number; code: string; offset: number | undefined } | undefined;
+  for (let i = 0; i <= bytes.length; i++) {
+    try {
+      const result = decodeHeader(bytes.subarray(0, i), options);
+      assert.equal(first, undefined, `prefix ${i} gave ${result} after an error`);
+      assert.equal(result, null, `prefix ${i} of ${JSON.stringify(line)}`);
+    } catch (error) {
+      assert.ok(error instanceof ProxyProtocolError, String(error));
+      const now = { at: first?.at ?? i, code: error.code, offset: error.offset };
+      if (first !== undefined) assert.deepEqual(now, first, `prefix ${i}`);
+      first = now;
+    }
+  }
+  return first;
 }
 
 describe("v1 decoding", () => {
@@ -115,6 +138,74 @@ describe("v1 decoding", () => {
     assertCode(`PROXY TCP6 ${long} ${long} 65535 65535\r\n`, "V1_TOO_LONG", 107);
   });
 
+  it("fails as soon as the line can no longer end within 107 bytes", () => {
+    // 106 bytes without a CR: CRLF would make 108.
+    const unknown = "PROXY UNKNOWN " + "x".repeat(92);
+    assert.equal(unknown.length, 106);
+    assert.equal(decodeText(unknown.slice(0, 105)), null);
+    assert.deepEqual(firstError(unknown + "\r\n"), { at: 106, code: "V1_TOO_LONG", offset: 107 });
+    assert.equal(decodeText(unknown.slice(0, 105) + "\r"), null);
+    assert.equal(decodeText(unknown.slice(0, 105) + "\r\n")?.length, 107);
+    // The longest mixed-notation source, then a destination that cannot leave room for
+    // " 0 0\r\n": the whole address is 102 bytes in, 6 short of a line.
+    const long = "0000:0000:0000:0000:0000:ffff:255.255.255.255";
+    assert.deepEqual(firstError(`PROXY TCP6 ${long} ${long} 65535 65535\r\n`), {
+      at: 102,
+      code: "V1_TOO_LONG",
+      offset: 107,
+    });
+    // The same line with a byte error after that point still fails as too long.
+    assertCode(`PROXY TCP6 ${long} ${long}x`, "V1_TOO_LONG", 107);
+  });
+
+  it("fails as soon as the line can no longer end within maxLength", () => {
+    // The shortest TCP6 line is 22 bytes, the shortest TCP4 line 32.
+    assert.deepEqual(firstError(V1_SPEC, { maxLength: 20 }), {
+      at: 7,
+      code: "HEADER_TOO_LONG",
+      offset: 20,
+    });
+    assert.equal(decodeHeader(text("PROXY "), { maxLength: 20 }), null); // UNKNOWN fits
+    // "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443" needs CRLF: 47 bytes.
+    assert.deepEqual(firstError(V1_SPEC, { maxLength: 46 }), {
+      at: 45,
+      code: "HEADER_TOO_LONG",
+      offset: 46,
+    });
+    assert.deepEqual(firstError("PROXY TCP4 0.0.0.10 0.0.0.0 0 0\r\n", { maxLength: 32 }), {
+      at: 19,
+      code: "HEADER_TOO_LONG",
+      offset: 32,
+    });
+    assert.equal(
+      decodeHeader(text("PROXY TCP4 0.0.0.0 0.0.0.0 0 0\r\n"), { maxLength: 32 })?.length,
+      32,
+    );
+    // IPv6: "::" ends an address at once; "1" needs "::" or more groups.
+    assert.equal(decodeHeader(text("PROXY TCP6 :"), { maxLength: 22 }), null);
+    assert.deepEqual(firstError("PROXY TCP6 ::1 :: 0 0\r\n", { maxLength: 22 }), {
+      at: 14,
+      code: "HEADER_TOO_LONG",
+      offset: 22,
+    });
+    assert.deepEqual(firstError("PROXY TCP6 1:: :: 0 0\r\n", { maxLength: 22 }), {
+      at: 12,
+      code: "HEADER_TOO_LONG",
+      offset: 22,
+    });
+    // A byte error past the point of no return does not replace the earlier verdict.
+    assert.throws(
+      () => decodeHeader(text("PROXY TCP4 192.168.0.1 192.168.0.11 56324 443x"), { maxLength: 46 }),
+      (e: unknown) => e instanceof ProxyProtocolError && e.code === "HEADER_TOO_LONG",
+    );
+    // Byte errors before it still win.
+    assert.deepEqual(firstError("PROXY TCP4 1.2.3.04", { maxLength: 32 }), {
+      at: 19,
+      code: "INVALID_ADDRESS",
+      offset: 18,
+    });
+  });
+
   it("rejects every departure from the grammar, with a code and the offending offset", () => {
     const table: [string, ProxyProtocolErrorCode, number][] = [
       ["GET / HTTP/1.1\r\n", "NOT_PROXY_PROTOCOL", 0],
@@ -199,8 +290,13 @@ describe("v1 decoding", () => {
       () => decodeHeader(text(V1_SPEC), { maxLength: 20 }),
       (e: unknown) => e instanceof ProxyProtocolError && e.code === "HEADER_TOO_LONG",
     );
-    // A short prefix is still just incomplete.
-    assert.equal(decodeHeader(text("PROXY TCP4"), { maxLength: 20 }), null);
+    // A short prefix is still just incomplete while some line could fit...
+    assert.equal(decodeHeader(text("PROXY"), { maxLength: 20 }), null);
+    // ...but not once none can: the shortest TCP4 line takes 32 bytes.
+    assert.throws(
+      () => decodeHeader(text("PROXY TCP4"), { maxLength: 20 }),
+      (e: unknown) => e instanceof ProxyProtocolError && e.code === "HEADER_TOO_LONG",
+    );
   });
 
   it("holds addresses that are plain, JSON-friendly objects", () => {

@@ -36,6 +36,27 @@ function withCrc(bytes: Uint8Array, at: number): Uint8Array {
   return copy;
 }
 
+/**
+ * The shortest prefix of `bytes` that throws, with its code and offset; every longer
+ * prefix must throw the same, and every shorter one give null.
+ */
+function firstError(bytes: Uint8Array, options?: DecodeOptions) {
+  let first: { at: number; code: string; offset: number | undefined } | undefined;
+  for (let i = 0; i <= bytes.length; i++) {
+    try {
+      const result = decodeHeader(bytes.subarray(0, i), options);
+      assert.equal(first, undefined, `prefix ${i} gave a result after an error`);
+      assert.equal(result, null, `prefix ${i}`);
+    } catch (error) {
+      assert.ok(error instanceof ProxyProtocolError, String(error));
+      const now = { at: first?.at ?? i, code: error.code, offset: error.offset };
+      if (first !== undefined) assert.deepEqual(now, first, `prefix ${i}`);
+      first = now;
+    }
+  }
+  return first;
+}
+
 describe("v2 decoding", () => {
   it("decodes the AWS NLB captures and verifies their CRC32c", () => {
     const one = decodeHeader(V2.aws1);
@@ -199,6 +220,73 @@ describe("v2 decoding", () => {
     assert.equal(decodeHeader(fromHex(S + "2100 000b 20 0008 01 00000000 210000"))?.length, 27);
     // Unknown and vendor types pass as raw TLVs.
     assert.equal(decodeHeader(fromHex(S + "2100 0006 f7 0000 ff 0000"))?.header.tlvs.length, 2);
+  });
+
+  it("walks the TLVs of a partial PROXY header and fails as soon as a rule is broken", () => {
+    const cases: [string, string, number, number][] = [
+      // The reg-test TLV that overruns: its length is in at 31, the header ends at 36.
+      [
+        "overrun",
+        S + "2111 0014 7f000001 7f000001 002a 0539 02 000a 3132333435",
+        31,
+        28,
+      ],
+      // The high byte of the length is enough when it alone overruns.
+      ["overrun by the high byte", S + "2100 0010 f7 0100" + "00".repeat(13), 18, 16],
+      // 1 or 2 bytes left after a TLV: known once its length is in, not at the end.
+      ["stray after", S + "2111 0015 7f000001 7f000001 002a 0539 02 0004 31323334 0000", 31, 35],
+      ["stray after an empty TLV", S + "2100 0005 01 0000 ffff", 19, 19],
+      // An area of 1 or 2 bytes: known from the length field.
+      ["stray area", S + "2111 000d 7f000001 7f000001 002a 0539 00", 16, 28],
+      ["CRC32C of 3 bytes", S + "2100 000a 03 0003 000000 f0 0001 00", 19, 16],
+      ["CRC32C of 256 bytes", S + "2100 0103 03 0100" + "00".repeat(256), 18, 16],
+      // A CRC32C TLV the area cannot hold: known from its type.
+      ["CRC32C that cannot fit", S + "2100 0006 03 0003 000000", 17, 16],
+      ["UNIQUE_ID of 129 bytes", S + "2100 0084 05 0081" + "ab".repeat(129), 19, 16],
+      ["UNIQUE_ID of 256 bytes", S + "2100 0103 05 0100" + "ab".repeat(256), 18, 16],
+      ["SSL shorter than 5", S + "2100 0007 20 0004 01000000", 17, 16],
+      ["SSL sub-TLV stray bytes", S + "2100 000a 20 0007 01 00000000 2100", 19, 16],
+      [
+        "SSL sub-TLV overrun",
+        S + "2100 0010 20 0008 01 00000000 210002 04 0002 0000",
+        27,
+        16,
+      ],
+      // A bad TLV after good ones.
+      [
+        "after good TLVs",
+        S + "2100 0012 01 0002 6832 f0 0000 03 0002 0000 f0 0002 0000",
+        27,
+        24,
+      ],
+    ];
+    for (const [name, hex, at, offset] of cases) {
+      assert.deepEqual(firstError(fromHex(hex)), { at, code: "INVALID_TLV", offset }, name);
+    }
+  });
+
+  it("reports the stray bytes after a malformed SSL TLV where it finds them first", () => {
+    // The SSL TLV leaves 2 bytes: known at 19, before its sub-TLVs are; the complete
+    // header reports the same offset.
+    const bytes = fromHex(S + "2100 000c 20 0007 01 00000000 2100 ffff");
+    assert.deepEqual(firstError(bytes), { at: 19, code: "INVALID_TLV", offset: 26 });
+  });
+
+  it("never rejects a LOCAL header for its TLVs, complete or not", () => {
+    for (
+      const hex of [
+        S + "2000 0006 03 0003 000000",
+        S + "2000 0005 01 0000 ffff",
+        S + "2011 000d 0a000001 0a000002 1f90 0050 00",
+        S + "2000 0010 20 0008 01 00000000 210002 04 0002 0000",
+      ]
+    ) {
+      const bytes = fromHex(hex);
+      for (let i = 0; i < bytes.length; i++) {
+        assert.equal(decodeHeader(bytes.subarray(0, i)), null, `${hex}: prefix ${i}`);
+      }
+      assert.equal(decodeHeader(bytes)?.length, bytes.length, hex);
+    }
   });
 
   it("rejects a CRC32c mismatch unless told not to verify", () => {
