@@ -1,11 +1,9 @@
-// Shared harness of the Bun adapter's tests: a recording listener and a node:net client,
-// both on real loopback sockets.
-import net from "node:net";
+// The Bun adapter's own tests: a listener on loopback that records every handler call.
+// The client side (connect, send, ...) is shared by every runtime: tests/listen/client.ts.
 import { listen, type ProxyListenOptions, type ProxySocket } from "@proxy-protocol/edge/bun";
 import type { PeerInfo, ProxyHeader, ProxyProtocolError } from "@proxy-protocol/edge";
-import { concatBytes } from "@proxy-protocol/edge";
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export * from "../listen/client.ts";
 
 /** A queue whose `next()` waits for the next item pushed. */
 export class Queue<T> {
@@ -147,57 +145,4 @@ export function serve(options: ServeOptions = {}, hostname = "127.0.0.1") {
       if (strays.length > 0) throw new Error(strays.join("; "));
     },
   };
-}
-
-/** A node:net client on loopback. */
-export interface Client {
-  socket: net.Socket;
-  /** Everything received so far. */
-  received: () => Uint8Array;
-  /** Resolves when the socket closed. */
-  closed: Promise<void>;
-  localPort: number;
-}
-
-export async function connect(port: number, host = "127.0.0.1"): Promise<Client> {
-  const socket = net.connect({ port, host, noDelay: true });
-  const chunks: Uint8Array[] = [];
-  socket.on("data", (d: Uint8Array) => chunks.push(d));
-  socket.on("error", () => {}); // the server closing refused connections is expected
-  const closed = new Promise<void>((r) => socket.once("close", () => r()));
-  await new Promise<void>((resolve, reject) => {
-    socket.once("connect", resolve);
-    socket.once("error", reject);
-  });
-  return { socket, received: () => concat(chunks), closed, localPort: socket.localPort! };
-}
-
-/** Writes each part with `gap` ms between them, then ends the stream unless told not to. */
-export async function send(
-  port: number,
-  parts: (Uint8Array | string)[],
-  { gap = 2, end = true, host }: { gap?: number; end?: boolean; host?: string } = {},
-): Promise<Client> {
-  const client = await connect(port, host);
-  for (let i = 0; i < parts.length; i++) {
-    if (i > 0 && gap > 0) await sleep(gap);
-    if (!client.socket.destroyed) client.socket.write(parts[i]!);
-  }
-  if (end && !client.socket.destroyed) client.socket.end();
-  return client;
-}
-
-/** The library's own `concatBytes`, under the name these tests use. */
-export const concat: (parts: readonly Uint8Array[]) => Uint8Array = concatBytes;
-
-export const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
-export const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
-
-/** Waits until `ok()` holds, polling; throws after `ms`. */
-export async function until(ok: () => boolean, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
-    await sleep(5);
-  }
 }

@@ -1,5 +1,7 @@
-// The Deno adapter on real loopback sockets. Deno.test, with its op and resource sanitizers
-// on, so any socket, timer or pending read a test leaves behind fails it.
+// The Deno adapter. The shared listener cases (tests/listen/cases.ts) run as Deno.test
+// cases with the op and resource sanitizers on (node:test's it under Deno has none), so
+// any socket, timer or pending read a case leaves behind fails it; then what only the
+// Deno adapter has: Deno.Conn's read, readable and write, for await, close.
 import assert from "node:assert/strict";
 import {
   listen,
@@ -12,9 +14,85 @@ import {
   encodeHeader,
   encodeTlvs,
   type ProxyHeaderInit,
-  ProxyProtocolError,
-  type ProxyProtocolErrorCode,
+  type ProxyProtocolError,
 } from "@proxy-protocol/edge";
+import { defineListenerSuite, type Driver, type Registrar } from "../listen/cases.ts";
+import { report } from "../listen/client.ts";
+
+/** Reads a connection until the client ends, then answers with the shared report. */
+async function reportSeen(conn: ProxyConn): Promise<void> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(65536);
+  try {
+    let n: number | null;
+    while ((n = await conn.read(buffer)) !== null) chunks.push(buffer.slice(0, n));
+    const reply = new TextEncoder().encode(report(
+      {
+        remoteAddress: conn.remoteAddr.hostname,
+        remotePort: conn.remoteAddr.port,
+        localAddress: conn.localAddr.hostname,
+        localPort: conn.localAddr.port,
+      },
+      conn.proxyHeader,
+      chunks,
+    ));
+    for (let at = 0; at < reply.length;) at += await conn.write(reply.subarray(at));
+  } catch {
+    // the client went away
+  } finally {
+    conn[Symbol.dispose]();
+  }
+}
+
+const driver: Driver = {
+  families: false,
+  seesCloseWhileValidating: false,
+  start(options, hostname) {
+    const listener = listen({ ...options, hostname, port: 0 });
+    let accepted = 0;
+    const open = new Set<Promise<void>>();
+    const loop = (async () => {
+      for await (const conn of listener) {
+        accepted++;
+        const done: Promise<void> = reportSeen(conn).finally(() => open.delete(done));
+        open.add(done);
+      }
+    })();
+    return Promise.resolve({
+      port: listener.addr.port,
+      accepted: () => accepted,
+      async close() {
+        listener.close();
+        await listener.finished();
+        await loop;
+        await Promise.all(open);
+      },
+    });
+  },
+};
+
+/** describe and it as Deno.test cases, each with the sanitizers on. */
+const path: string[] = [];
+const registrar: Registrar = {
+  describe(name, fn) {
+    path.push(name);
+    try {
+      fn();
+    } finally {
+      path.pop();
+    }
+  },
+  it(name, fn) {
+    Deno.test({
+      name: [...path, name].join(" > "),
+      sanitizeOps: true,
+      sanitizeResources: true,
+      fn,
+    });
+  },
+};
+
+defineListenerSuite("deno listen", driver, registrar);
 
 const sanitize = { sanitizeOps: true, sanitizeResources: true };
 const text = (s: string) => new TextEncoder().encode(s);
@@ -76,54 +154,6 @@ async function readN(conn: ProxyConn | Deno.Conn, n: number): Promise<Uint8Array
   return out.subarray(0, have);
 }
 
-/** Waits until `errors` has `n` entries (the refusal is reported asynchronously). */
-async function errorsReach(errors: ProxyProtocolError[], n: number): Promise<void> {
-  for (let i = 0; i < 200 && errors.length < n; i++) await sleep(5);
-  assert.equal(errors.length, n, `errors: ${errors.map((e) => e.code).join(", ")}`);
-}
-
-async function assertClosedByServer(conn: Deno.TcpConn): Promise<void> {
-  const buf = new Uint8Array(16);
-  try {
-    assert.equal(await conn.read(buf), null);
-  } catch (error) {
-    assert.ok(error instanceof Deno.errors.ConnectionReset, String(error));
-  }
-}
-
-Deno.test(
-  "deno listen: headers split at every offset and trickled byte by byte",
-  sanitize,
-  async () => {
-    await withListener({}, async ({ listener, port }) => {
-      for (const header of [V1, V2]) {
-        const whole = concatBytes([header, PAYLOAD]);
-        for (let k = 0; k <= whole.length; k++) {
-          const c = await client(port, [whole.subarray(0, k), whole.subarray(k)], 2);
-          const conn = await listener.accept();
-          const expected = header === V1 ? "203.0.113.7" : "2001:db8::7";
-          assert.equal(conn.remoteAddr.hostname, expected, `split at ${k}`);
-          assert.equal(conn.remoteAddr.port, 51234);
-          assert.equal(conn.localAddr.port, 443);
-          assert.deepEqual(await readN(conn, PAYLOAD.length), PAYLOAD, `split at ${k}`);
-          conn.close();
-          c.close();
-        }
-        const c = await client(
-          port,
-          [...concatBytes([header, PAYLOAD])].map((b) => Uint8Array.of(b)),
-          1,
-        );
-        const conn = await listener.accept();
-        assert.equal(conn.proxyHeader?.version, header === V1 ? 1 : 2);
-        assert.deepEqual(await readN(conn, PAYLOAD.length), PAYLOAD, "trickled");
-        conn.close();
-        c.close();
-      }
-    });
-  },
-);
-
 Deno.test(
   "deno listen: header and payload in one write; readable and read see the same payload",
   sanitize,
@@ -145,158 +175,6 @@ Deno.test(
       reader.releaseLock();
       conn2.close();
       c2.close();
-    });
-  },
-);
-
-Deno.test("deno listen: a large v2 header, and one over maxHeaderLength", sanitize, async () => {
-  const big = encodeHeader({
-    ...v2Header,
-    tlvs: encodeTlvs({ others: [{ type: 0xf0, value: new Uint8Array(3000) }] }),
-  });
-  await withListener({}, async ({ listener, port, errors }) => {
-    const c = await client(port, [concatBytes([big, PAYLOAD])]);
-    const conn = await listener.accept();
-    assert.equal(conn.proxyHeader?.tlvs[0]?.value.length, 3000);
-    assert.deepEqual(await readN(conn, PAYLOAD.length), PAYLOAD);
-    conn.close();
-    c.close();
-    assert.equal(errors.length, 0);
-  });
-  await withListener({ maxHeaderLength: 1024 }, async ({ port, errors }) => {
-    const c = await client(port, [concatBytes([big, PAYLOAD])]);
-    await errorsReach(errors, 1);
-    assert.equal(errors[0]!.code, "HEADER_TOO_LONG");
-    await assertClosedByServer(c);
-    c.close();
-  });
-});
-
-Deno.test("deno listen: the policy x trust matrix", sanitize, async () => {
-  type Outcome = "header" | "socket" | ProxyProtocolErrorCode;
-  const matrix: [Partial<ListenOptions>, boolean, Outcome][] = [
-    [{ policy: "require" }, true, "header"],
-    [{ policy: "require" }, false, "HEADER_REQUIRED"],
-    [{ policy: "optional" }, true, "header"],
-    [{ policy: "optional" }, false, "socket"],
-    [{ policy: "ignore" }, true, "socket"],
-    [{ policy: "ignore" }, false, "socket"],
-    [{ policy: "reject" }, true, "HEADER_FORBIDDEN"],
-    [{ policy: "reject" }, false, "socket"],
-    [{ policy: "skip" }, false, "socket"],
-    [{ policy: () => "optional" }, true, "header"],
-    [{ trust: ["127.0.0.1"] }, true, "header"],
-    [{ trust: ["::1", "127.0.0.0/8"] }, true, "header"],
-    [{ trust: ["10.0.0.0/8"] }, true, "UNTRUSTED_SOURCE"],
-    [{ trust: ["10.0.0.0/8"], untrusted: "deny" }, false, "UNTRUSTED_SOURCE"],
-    [{ trust: ["10.0.0.0/8"], untrusted: "reject" }, true, "HEADER_FORBIDDEN"],
-    [{ trust: ["10.0.0.0/8"], untrusted: "reject" }, false, "socket"],
-    [{ trust: ["10.0.0.0/8"], untrusted: "ignore" }, true, "socket"],
-    [{ trust: ["10.0.0.0/8"], untrusted: "skip" }, false, "socket"],
-  ];
-  for (const [options, withHeader, outcome] of matrix) {
-    const label = `${JSON.stringify(options)} ${withHeader ? "with" : "without"} header`;
-    await withListener(options, async ({ listener, port, errors }) => {
-      const c = await client(port, [withHeader ? concatBytes([V1, PAYLOAD]) : PAYLOAD]);
-      if (outcome === "header" || outcome === "socket") {
-        const conn = await listener.accept();
-        const expected = outcome === "header" ? "203.0.113.7" : "127.0.0.1";
-        assert.equal(conn.remoteAddr.hostname, expected, label);
-        assert.equal(conn.proxyHeader === null, outcome === "socket", label);
-        const skipped = options.policy === "skip" || options.untrusted === "skip";
-        assert.deepEqual(await readN(conn, PAYLOAD.length), PAYLOAD, label);
-        if (skipped) assert.equal(withHeader, false, "skip cases send no header");
-        conn.close();
-      } else {
-        await errorsReach(errors, 1);
-        assert.equal(errors[0]!.code, outcome, label);
-        await assertClosedByServer(c);
-      }
-      c.close();
-    });
-  }
-});
-
-Deno.test("deno listen: a silent client times out while others are served", sanitize, async () => {
-  await withListener({ timeout: 300 }, async ({ listener, port, errors }) => {
-    const silent = await client(port, []);
-    await sleep(50);
-    const started = Date.now();
-    const c = await client(port, [concatBytes([V2, PAYLOAD])]);
-    const conn = await listener.accept();
-    assert.ok(Date.now() - started < 250, "served before the silent client timed out");
-    assert.deepEqual(await readN(conn, PAYLOAD.length), PAYLOAD);
-    conn.close();
-    c.close();
-    await errorsReach(errors, 1);
-    assert.equal(errors[0]!.code, "TIMEOUT");
-    await assertClosedByServer(silent);
-    silent.close();
-  });
-});
-
-Deno.test(
-  "deno listen: malformed headers are reported and the next client is served",
-  sanitize,
-  async () => {
-    const bad: [Uint8Array, ProxyProtocolErrorCode][] = [
-      [text("PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n"), "INVALID_ADDRESS"],
-      [text("GET / HTTP/1.1\r\n\r\n"), "HEADER_REQUIRED"],
-      [text("PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n"), "INVALID_PORT"],
-      [
-        (() => {
-          const b = V2.slice();
-          b[20]! ^= 1;
-          return b;
-        })(),
-        "CHECKSUM_MISMATCH",
-      ],
-    ];
-    await withListener({}, async ({ listener, port, errors }) => {
-      for (const [i, [bytes, code]] of bad.entries()) {
-        const c = await client(port, [bytes]);
-        await errorsReach(errors, i + 1);
-        assert.equal(errors[i]!.code, code);
-        assert.ok(errors[i] instanceof ProxyProtocolError);
-        await assertClosedByServer(c);
-        c.close();
-        const ok = await client(port, [concatBytes([V1, PAYLOAD])]);
-        const conn = await listener.accept();
-        assert.equal(conn.remoteAddr.hostname, "203.0.113.7");
-        conn.close();
-        ok.close();
-      }
-    });
-  },
-);
-
-Deno.test(
-  "deno listen: LOCAL health checks keep the socket's own addresses",
-  sanitize,
-  async () => {
-    const checks = [
-      encodeHeader({ version: 2, command: "LOCAL", protocol: "UNKNOWN" }),
-      text("PROXY UNKNOWN\r\n"),
-      // AWS NLB: LOCAL with an address block.
-      encodeHeader({
-        version: 2,
-        command: "LOCAL",
-        protocol: "TCP4",
-        source: { address: "10.0.0.1", port: 1 },
-        destination: { address: "10.0.0.2", port: 2 },
-      }),
-    ];
-    await withListener({}, async ({ listener, port }) => {
-      for (const check of checks) {
-        const c = await client(port, [check]);
-        const conn = await listener.accept();
-        assert.equal(conn.proxyHeader?.command, "LOCAL");
-        assert.equal(conn.remoteAddr.hostname, "127.0.0.1");
-        assert.equal(conn.remoteAddr.port, (c.localAddr as Deno.NetAddr).port);
-        assert.equal(conn.localAddr.port, port);
-        conn.close();
-        c.close();
-      }
     });
   },
 );
@@ -336,51 +214,8 @@ Deno.test(
   },
 );
 
-Deno.test(
-  "deno listen: resets before and during the header never stop the accept loop",
-  sanitize,
-  async () => {
-    await withListener({}, async ({ listener, port }) => {
-      for (let i = 0; i < 20; i++) {
-        const c = await client(port, i % 2 === 0 ? [] : [V1.subarray(0, 10)]);
-        c.close();
-      }
-      const c = await client(port, [concatBytes([V1, PAYLOAD])]);
-      const conn = await listener.accept();
-      assert.equal(conn.remoteAddr.hostname, "203.0.113.7");
-      conn.close();
-      c.close();
-    });
-    // A throwing onError must not stop it either.
-    await withListener({
-      onError: () => {
-        throw new Error("boom");
-      },
-    }, async ({ listener, port }) => {
-      const bad = await client(port, [text("nope\r\n")]);
-      await assertClosedByServer(bad);
-      bad.close();
-      const c = await client(port, [V1]);
-      const conn = await listener.accept();
-      assert.equal(conn.remoteAddr.port, 51234);
-      conn.close();
-      c.close();
-    });
-  },
-);
-
-Deno.test("deno listen: validate, for await, close and bad options", sanitize, async () => {
-  await withListener({
-    validate: async (h) => {
-      await sleep(5);
-      return h.source?.address !== "203.0.113.7";
-    },
-  }, async ({ listener, port, errors }) => {
-    const refused = await client(port, [V1]);
-    await errorsReach(errors, 1);
-    assert.equal(errors[0]!.code, "VALIDATION_FAILED");
-    await assertClosedByServer(refused);
-    refused.close();
+Deno.test("deno listen: for await, close and bad options", sanitize, async () => {
+  await withListener({}, async ({ listener, port }) => {
     const c = await client(port, [V2, PAYLOAD]);
     for await (const conn of listener) {
       assert.equal(conn.remoteAddr.hostname, "2001:db8::7");

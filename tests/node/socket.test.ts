@@ -1,13 +1,18 @@
-// After the header the socket is an ordinary net.Socket: large payloads, pipe, pause,
-// destroy, keep-alive, async iteration, the server's events, and node:http.
+// What only the Node adapter has (the shared cases are in listen.test.ts): after the header
+// the socket is an ordinary net.Socket (pipe, pause, destroy, keep-alive, async iteration),
+// the server's events, node:http, and createServer's option checks.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import http from "node:http";
 import net from "node:net";
 import { encodeHeader } from "@proxy-protocol/edge";
-import { createServer, type ProxySocket } from "@proxy-protocol/edge/node";
+import {
+  createServer,
+  type ProxyPolicy,
+  type ProxySocket,
+  type UntrustedPolicy,
+} from "@proxy-protocol/edge/node";
 import { concat, delay, serve, talk, text } from "./helpers.ts";
 
 const HEADER = text("PROXY TCP4 203.0.113.7 10.0.0.5 51234 443\r\n");
@@ -32,42 +37,8 @@ function megabyte(): Uint8Array {
   return out;
 }
 const MB = megabyte();
-const sha256 = (bytes: Uint8Array): string => createHash("sha256").update(bytes).digest("hex");
 
 describe("node createServer: the socket after the header", () => {
-  it("1 MiB after the header arrives byte-exact", async () => {
-    const s = await serve({}, (socket) => {
-      const hash = createHash("sha256");
-      let length = 0;
-      let chunks = 0;
-      socket.on("data", (chunk: Buffer) => {
-        hash.update(chunk);
-        length += chunk.length;
-        chunks++;
-      });
-      socket.on(
-        "end",
-        () => socket.end(JSON.stringify({ length, chunks, hash: hash.digest("hex") })),
-      );
-    });
-    try {
-      for (const [header, parts] of [[HEADER, 1], [V2, 1], [HEADER, 16]] as const) {
-        const bytes = concat(header, MB);
-        const pieces = Array.from(
-          { length: parts },
-          (_, i) => bytes.subarray((i * bytes.length) / parts, ((i + 1) * bytes.length) / parts),
-        );
-        const got = await talk(s, pieces);
-        const reply = JSON.parse(got.reply.toString());
-        assert.equal(reply.length, MB.length);
-        assert.equal(reply.hash, sha256(MB));
-      }
-      assert.deepEqual(s.refusals, []);
-    } finally {
-      await s.close();
-    }
-  });
-
   it("echoes 1 MiB back through pipe", async () => {
     const s = await serve({}, (socket) => socket.pipe(socket));
     try {
@@ -208,5 +179,17 @@ describe("node createServer: node:http", () => {
       await s.close();
       app.close();
     }
+  });
+});
+
+describe("node createServer: options", () => {
+  it("bad options throw at once", () => {
+    assert.throws(() => createServer({ policy: "maybe" as ProxyPolicy }), TypeError);
+    assert.throws(() => createServer({ untrusted: "allow" as UntrustedPolicy }), TypeError);
+    assert.throws(() => createServer({ trust: ["10.0.0.0/33"] }), TypeError);
+    assert.throws(() => createServer({ timeout: 1000 }), RangeError);
+    assert.throws(() => createServer({ maxHeaderLength: 4 }), RangeError);
+    const server = createServer({ timeout: 1000, allowShortTimeout: true });
+    assert.equal(server.listening, false);
   });
 });
