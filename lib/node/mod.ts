@@ -29,3 +29,7 @@
 export * from "../common.ts";
 export { createServer } from "./listen.ts";
 export type { CreateServerOptions, ProxySocket } from "./listen.ts";
+export { serve } from "./serve.ts";
+export type { ConnectionServer, ServeOptions } from "./serve.ts";
+export { startTls } from "./tls.ts";
+export type { ProxyTlsSocket, StartTlsOptions } from "./tls.ts";
