@@ -200,7 +200,8 @@ function complete(prefix: Uint8Array, opts: DecodeOptions | undefined): Uint8Arr
     }
     return false;
   };
-  if (n < 16 || n >= length) return valid(bytes) ? bytes : undefined;
+  // LOCAL: the receiver discards the block, so any bytes complete it (zeros will do).
+  if (n < 16 || n >= length || (prefix[12]! & 0x0f) === 0) return valid(bytes) ? bytes : undefined;
   let p = start;
   while (p + 3 <= n && p + 3 + (prefix[p + 1]! << 8 | prefix[p + 2]!) <= n) {
     p += 3 + (prefix[p + 1]! << 8 | prefix[p + 2]!);
