@@ -30,9 +30,50 @@ export interface BunSocketHandler {
   binaryType?: "buffer" | "uint8array";
 }
 
+/** A connected socket as the relay (`serve`, `listenTls`) uses it. */
+export interface BunRelaySocket extends BunSocket {
+  data: unknown;
+  readonly localPort: number;
+  write(data: Uint8Array): number;
+  shutdown(halfClose?: boolean): void;
+}
+
+/** Bun's TCP listener, as the relay uses its inner one. */
+export interface BunListener {
+  readonly port: number;
+  stop(closeActiveConnections?: boolean): void;
+  ref(): void;
+  unref(): void;
+}
+
+/** Bun's HTTP server (`Bun.serve`), as `serve` forwards to it. */
+export interface BunServer {
+  readonly port: number;
+  readonly protocol?: string;
+  readonly development: boolean;
+  readonly id: string;
+  readonly pendingRequests: number;
+  readonly pendingWebSockets: number;
+  requestIP(request: Request): { address: string; port: number; family: string } | null;
+  upgrade(request: Request, options?: unknown): boolean;
+  publish(topic: string, data: unknown, compress?: boolean): number;
+  subscriberCount(topic: string): number;
+  timeout(request: Request, seconds: number): void;
+  fetch(request: Request | string): Promise<Response>;
+  reload(options: Record<string, unknown>): unknown;
+  stop(closeActiveConnections?: boolean): Promise<void>;
+  closeIdleConnections?(): void;
+  ref(): void;
+  unref(): void;
+}
+
 /** `Bun`, as far as the adapters use it. */
 export interface BunGlobal {
   listen(options: Record<string, unknown>): unknown;
+  /** Bun.connect: resolves to the socket once connected. */
+  connect(options: Record<string, unknown>): Promise<unknown>;
+  /** Bun.serve. */
+  serve(options: Record<string, unknown>): BunServer;
 }
 
 /** Node's `Buffer` on Bun, to make the `Buffer` chunks Bun's handlers expect. */

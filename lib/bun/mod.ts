@@ -43,3 +43,18 @@ export type {
   ProxySocketHandler,
   SocketWritable,
 } from "./listen.ts";
+export { serve } from "./serve.ts";
+export type {
+  FetchHandler,
+  FetchResult,
+  ProxyServer,
+  ProxyServerWebSocket,
+  RouteValue,
+  ServeOptions,
+  SocketAddress,
+  TlsInput,
+  TlsOptions,
+  WebSocketHandlers,
+} from "./serve.ts";
+export { listenTls } from "./tls.ts";
+export type { ListenTlsOptions, TlsSocketHandler } from "./tls.ts";
