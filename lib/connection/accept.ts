@@ -238,7 +238,8 @@ export class AcceptPhase implements Expiring {
     this.#state = OPEN;
     this.#session = undefined;
     this.header = header;
-    this.rest = rest;
+    // An empty view would still keep the whole chunk (on Deno, a 4 KiB read buffer) alive.
+    this.rest = rest.length === 0 ? EMPTY : rest;
     this.ended = ended;
     return "open";
   }
