@@ -1,0 +1,3 @@
+module proxyprotocol.bench/loadgen
+
+go 1.19
