@@ -60,8 +60,10 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
     this.proxyHeader = header;
     const a = headerAddresses(header);
     if (a === undefined) {
-      this.remoteAddr = conn.remoteAddr;
-      this.localAddr = conn.localAddr;
+      // Plain objects, as for a header's addresses (Deno's own have a null prototype).
+      const remote = conn.remoteAddr, local = conn.localAddr;
+      this.remoteAddr = { transport: "tcp", hostname: remote.hostname, port: remote.port };
+      this.localAddr = { transport: "tcp", hostname: local.hostname, port: local.port };
     } else {
       this.remoteAddr = { transport: "tcp", hostname: a.remoteAddress, port: a.remotePort };
       this.localAddr = { transport: "tcp", hostname: a.localAddress, port: a.localPort };
