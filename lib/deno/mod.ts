@@ -22,3 +22,7 @@
 export * from "../common.ts";
 export { listen, ProxyConn, ProxyListener } from "./listen.ts";
 export type { ListenOptions } from "./listen.ts";
+export { ProxyHttpServer, serve } from "./serve.ts";
+export type { ServeHandler, ServeHandlerInfo, ServeOptions } from "./serve.ts";
+export { ProxyTlsConn, startTls } from "./tls.ts";
+export type { StartTlsOptions } from "./tls.ts";
