@@ -426,7 +426,9 @@ describe("node serve: http.Server behind the header", () => {
   it("a Hono app (@hono/node-server) sees the client in getConnInfo", async () => {
     const hono = new Hono();
     hono.get("/", (c) => c.json(getConnInfo(c).remote));
-    const s = await listen(createAdaptorServer({ fetch: hono.fetch, overrideGlobalObjects: false }) as http.Server);
+    const s = await listen(
+      createAdaptorServer({ fetch: hono.fetch, overrideGlobalObjects: false }) as http.Server,
+    );
     try {
       const socket = net.connect(s.port, "127.0.0.1");
       socket.end(V1 + get("/", true));
