@@ -33,3 +33,13 @@ export { serve } from "./serve.ts";
 export type { ConnectionServer, ServeOptions } from "./serve.ts";
 export { startTls } from "./tls.ts";
 export type { ProxyTlsSocket, StartTlsOptions } from "./tls.ts";
+export { connect } from "./connect.ts";
+export type { ConnectOptions } from "./connect.ts";
+export { headerFor } from "../connection/sender.ts";
+export type {
+  AcceptedConnection,
+  AddrLike,
+  HeaderForOptions,
+  SendOptions,
+} from "../connection/sender.ts";
+export type { ProxyHeaderInit } from "../types.ts";
