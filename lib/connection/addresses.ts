@@ -5,7 +5,6 @@
  */
 
 import type { ProxyHeader } from "../types.ts";
-import type { PeerInfo } from "./peer.ts";
 
 /** The addresses a connection reports: the header's for PROXY over IP, else the socket's. */
 export interface EffectiveAddresses {
@@ -40,23 +39,5 @@ export function headerAddresses(header: ProxyHeader | null): EffectiveAddresses 
     localAddress: destination.address,
     localPort: destination.port,
     family: header.protocol === "TCP4" || header.protocol === "UDP4" ? "IPv4" : "IPv6",
-  };
-}
-
-/**
- * The addresses a connection should report. LOCAL and UNKNOWN headers (health checks),
- * UNIX families and missing headers give the socket's own addresses.
- *
- * @param header The session's header, if any.
- * @param peer The socket's endpoints.
- * @returns The addresses to report.
- */
-export function effectiveAddresses(header: ProxyHeader | null, peer: PeerInfo): EffectiveAddresses {
-  return headerAddresses(header) ?? {
-    remoteAddress: peer.remoteAddress,
-    remotePort: peer.remotePort,
-    localAddress: peer.localAddress,
-    localPort: peer.localPort,
-    family: peer.remoteAddress.includes(":") ? "IPv6" : "IPv4",
   };
 }

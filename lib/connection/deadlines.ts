@@ -39,11 +39,6 @@ export class Deadlines {
     this.#tick = Math.max(5, Math.min(1000, Math.ceil(timeout / 8)));
   }
 
-  /** How many entries are pending. */
-  get size(): number {
-    return this.#entries.size;
-  }
-
   /** Starts an entry's clock. */
   add(entry: Expiring): void {
     entry.deadline = Date.now() + this.timeout;

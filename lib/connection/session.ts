@@ -37,11 +37,6 @@ export class HeaderSession {
     });
   }
 
-  /** How many bytes were pushed and not yet handed on. */
-  get buffered(): number {
-    return this.#reader.buffered;
-  }
-
   /**
    * Adds the next chunk.
    *
