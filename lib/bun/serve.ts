@@ -11,6 +11,7 @@ import { ProxyProtocolError } from "../error.ts";
 import { OPTION_KEYS, type ProxyProtocolOptions } from "../connection/options.ts";
 import type { PeerInfo } from "../connection/peer.ts";
 import { report } from "../connection/report.ts";
+import { RelayRegistry } from "../connection/relay.ts";
 import type { ProxyHeader } from "../types.ts";
 import { bun, type BunRelaySocket, type BunServer, isClosed } from "./_host.ts";
 import { listen, type ProxyListener, type ProxySocket, type ProxySocketHandler } from "./listen.ts";
@@ -567,12 +568,11 @@ export class RelayLink {
  * close). Internal (also used by `listenTls`).
  */
 export class Relay {
-  readonly #links = new Map<number, RelayLink>();
+  readonly #links = new RelayRegistry<RelayLink>();
 
   /** The link of an inner connection from `address:port`, if the relay made it. */
   get(address: string, port: number): RelayLink | undefined {
-    const link = this.#links.get(port);
-    return link !== undefined && address === "127.0.0.1" ? link : undefined;
+    return this.#links.lookup(address, port);
   }
 
   /** Closes every relayed connection. */
@@ -593,7 +593,7 @@ export class Relay {
         link.inner = inner;
         link.port = inner.localPort;
         if (link.clientClosed) return inner.end();
-        links.set(link.port, link); // before any byte reaches the inner server
+        links.add(link.port, link); // before any byte reaches the inner server
         if (link.toInner !== undefined) {
           link.toInner = flush(inner, link.toInner);
           if (link.toInner !== undefined) return; // drain resumes the client
@@ -621,7 +621,7 @@ export class Relay {
       },
       close(inner: BunRelaySocket) {
         const link = inner.data as RelayLink;
-        if (links.get(link.port) === link) links.delete(link.port);
+        if (links.lookup("127.0.0.1", link.port) === link) links.delete(link.port);
         link.innerEnded = true;
         if (link.toClient === undefined) endClient(link);
       },

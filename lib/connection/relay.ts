@@ -48,6 +48,16 @@ export class RelayRegistry<T> {
     return this.#entries.get(port);
   }
 
+  /** The registered values, e.g. to close every relayed connection. */
+  values(): IterableIterator<T> {
+    return this.#entries.values();
+  }
+
+  /** Forgets every connection. */
+  clear(): void {
+    this.#entries.clear();
+  }
+
   /**
    * Forgets a connection, after the relay's socket to the inner server is closed.
    *
