@@ -59,6 +59,13 @@ export type {
   Tlv,
   UnixAddress,
 } from "./lib/types.ts";
+export { headerFor } from "./lib/connection/sender.ts";
+export type {
+  AcceptedConnection,
+  AddrLike,
+  HeaderForOptions,
+  SendOptions,
+} from "./lib/connection/sender.ts";
 export { decodeDatagram, encodeDatagram } from "./lib/datagram.ts";
 export type {
   DatagramFormat,

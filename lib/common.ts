@@ -11,11 +11,19 @@ export type { ProxyProtocolErrorCode } from "./error.ts";
 export type { PeerInfo } from "./connection/peer.ts";
 export type { ProxyPolicy, UntrustedPolicy } from "./connection/policy.ts";
 export type { ProxyProtocolOptions } from "./connection/options.ts";
+export { headerFor } from "./connection/sender.ts";
+export type {
+  AcceptedConnection,
+  AddrLike,
+  HeaderForOptions,
+  SendOptions,
+} from "./connection/sender.ts";
 export type {
   InetAddress,
   ProxyAddress,
   ProxyCommand,
   ProxyHeader,
+  ProxyHeaderInit,
   ProxyProtocolFamily,
   ProxyVersion,
   Tlv,

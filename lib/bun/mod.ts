@@ -60,11 +60,3 @@ export { listenTls } from "./tls.ts";
 export type { ListenTlsOptions, TlsSocketHandler } from "./tls.ts";
 export { connect } from "./connect.ts";
 export type { ClientSocket, ClientSocketHandler, ConnectOptions } from "./connect.ts";
-export { headerFor } from "../connection/sender.ts";
-export type {
-  AcceptedConnection,
-  AddrLike,
-  HeaderForOptions,
-  SendOptions,
-} from "../connection/sender.ts";
-export type { ProxyHeaderInit } from "../types.ts";

@@ -28,11 +28,3 @@ export { ProxyTlsConn, startTls } from "./tls.ts";
 export type { StartTlsOptions } from "./tls.ts";
 export { connect, ProxyClientConn } from "./connect.ts";
 export type { ConnectOptions } from "./connect.ts";
-export { headerFor } from "../connection/sender.ts";
-export type {
-  AcceptedConnection,
-  AddrLike,
-  HeaderForOptions,
-  SendOptions,
-} from "../connection/sender.ts";
-export type { ProxyHeaderInit } from "../types.ts";

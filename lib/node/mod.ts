@@ -35,11 +35,3 @@ export { startTls } from "./tls.ts";
 export type { ProxyTlsSocket, StartTlsOptions } from "./tls.ts";
 export { connect } from "./connect.ts";
 export type { ConnectOptions } from "./connect.ts";
-export { headerFor } from "../connection/sender.ts";
-export type {
-  AcceptedConnection,
-  AddrLike,
-  HeaderForOptions,
-  SendOptions,
-} from "../connection/sender.ts";
-export type { ProxyHeaderInit } from "../types.ts";
