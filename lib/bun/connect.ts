@@ -7,16 +7,14 @@
 
 import { headerBytes, runtimeConnectOptions, type SendOptions } from "../connection/sender.ts";
 import { bun, type BunSocket } from "./_host.ts";
-import type { SocketWritable } from "./listen.ts";
+import type { SocketWritable, TcpSocket } from "./listen.ts";
 
 /**
  * The Bun TCP socket {@linkcode connect} resolves to and its handlers receive: Bun's own
  * socket object, described here by the members commonly needed (with Bun's types
  * installed, cast it to `Socket<Data>` for the rest).
  */
-export interface ClientSocket<Data = undefined> {
-  /** The per-socket data, initialised from the options' `data` as Bun does. */
-  data: Data;
+export interface ClientSocket<Data = undefined> extends TcpSocket<Data> {
   /** The server's address. */
   readonly remoteAddress: string;
   /** The server's port. */
@@ -32,28 +30,6 @@ export interface ClientSocket<Data = undefined> {
    * your bytes.
    */
   write(data: SocketWritable, byteOffset?: number, byteLength?: number): number;
-  /** Writes the last bytes, if any, and closes the connection. */
-  end(data?: SocketWritable, byteOffset?: number, byteLength?: number): number;
-  /** Sends buffered bytes now. */
-  flush(): void;
-  /** Closes the connection at once, dropping unsent bytes. */
-  terminate(): void;
-  /** Shuts down the write half (`halfClose`) or both halves. */
-  shutdown(halfClose?: boolean): void;
-  /** Sets the idle timeout in seconds (0 disables it); the `timeout` handler fires on it. */
-  timeout(seconds: number): void;
-  /** Stops reading. */
-  pause(): void;
-  /** Reads again after `pause`. */
-  resume(): void;
-  /** Lets the process exit while the socket is open. */
-  unref(): void;
-  /** Keeps the process alive while the socket is open (the default). */
-  ref(): void;
-  /** Sets `TCP_NODELAY`. */
-  setNoDelay(noDelay?: boolean): boolean;
-  /** Sets `SO_KEEPALIVE`. */
-  setKeepAlive(enable?: boolean, initialDelay?: number): boolean;
 }
 
 /** The handlers of {@linkcode connect}: `Bun.connect`'s, called as Bun calls them. */

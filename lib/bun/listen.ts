@@ -28,30 +28,13 @@ import {
 export type SocketWritable = string | ArrayBufferView | ArrayBuffer;
 
 /**
- * The Bun TCP socket the handlers receive: Bun's own socket object, described here by the
- * members this library's users commonly need (with Bun's types installed, cast it to
- * `Socket<Data>` for the rest). `remoteAddress`, `remotePort` and `remoteFamily` are the
- * client's from the header, and `localAddress`, `localPort` and `localFamily` what the
- * client connected to; for LOCAL and UNKNOWN headers (health checks), for no header and
- * under policy `ignore` they are the socket's own.
+ * What every Bun TCP socket this library hands out offers, server or client side: Bun's
+ * own socket, described by the members commonly needed (with Bun's types installed, cast
+ * it to `Socket<Data>` for the rest).
  */
-export interface ProxySocket<Data = undefined> {
-  /** The per-socket data, initialised from the listener's `data` as Bun does. */
+export interface TcpSocket<Data = undefined> {
+  /** The per-socket data, initialised from the listener's or the options' `data`. */
   data: Data;
-  /** The header that came, or `null` when none came or the policy ignores it. */
-  readonly proxyHeader: ProxyHeader | null;
-  /** The client's address. */
-  readonly remoteAddress: string;
-  /** The client's port. */
-  readonly remotePort: number;
-  /** The client's address family. */
-  readonly remoteFamily: "IPv4" | "IPv6";
-  /** The address the client connected to. */
-  readonly localAddress: string;
-  /** The port the client connected to. */
-  readonly localPort: number;
-  /** The family of `localAddress`. */
-  readonly localFamily: "IPv4" | "IPv6";
   /**
    * Writes bytes, as Bun does: returns how many were written (less than asked for under
    * backpressure; `drain` follows when more can be written), or -1 when closed.
@@ -79,6 +62,31 @@ export interface ProxySocket<Data = undefined> {
   setNoDelay(noDelay?: boolean): boolean;
   /** Sets `SO_KEEPALIVE`. */
   setKeepAlive(enable?: boolean, initialDelay?: number): boolean;
+}
+
+/**
+ * The Bun TCP socket the handlers receive: Bun's own socket object, described here by the
+ * members this library's users commonly need (with Bun's types installed, cast it to
+ * `Socket<Data>` for the rest). `remoteAddress`, `remotePort` and `remoteFamily` are the
+ * client's from the header, and `localAddress`, `localPort` and `localFamily` what the
+ * client connected to; for LOCAL and UNKNOWN headers (health checks), for no header and
+ * under policy `ignore` they are the socket's own.
+ */
+export interface ProxySocket<Data = undefined> extends TcpSocket<Data> {
+  /** The header that came, or `null` when none came or the policy ignores it. */
+  readonly proxyHeader: ProxyHeader | null;
+  /** The client's address. */
+  readonly remoteAddress: string;
+  /** The client's port. */
+  readonly remotePort: number;
+  /** The client's address family. */
+  readonly remoteFamily: "IPv4" | "IPv6";
+  /** The address the client connected to. */
+  readonly localAddress: string;
+  /** The port the client connected to. */
+  readonly localPort: number;
+  /** The family of `localAddress`. */
+  readonly localFamily: "IPv4" | "IPv6";
 }
 
 /**

@@ -42,6 +42,7 @@ export type {
   ProxySocket,
   ProxySocketHandler,
   SocketWritable,
+  TcpSocket,
 } from "./listen.ts";
 export { serve } from "./serve.ts";
 export type {
