@@ -1,14 +1,12 @@
 // The Bun HTTP server behind a PROXY header (`serve`), on real loopback sockets: headers,
 // keep-alive, large streamed bodies, WebSockets, health checks, refusals, HTTPS after the
 // header, curl and Hono. Runs under `bun test`.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { makeCertificate } from "../certificate.ts";
 import net from "node:net";
 import tls from "node:tls";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Hono } from "hono";
 import { getConnInfo } from "hono/bun";
 import { serve } from "@proxy-protocol/edge/bun";
@@ -359,34 +357,7 @@ describe("bun serve: health checks and refusals", () => {
 });
 
 describe("bun serve: TLS after the header", () => {
-  let dir = "";
-  let key = "";
-  let cert = "";
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "pp-serve-tls-"));
-    await run("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-    ]);
-    key = readFileSync(join(dir, "key.pem"), "utf8");
-    cert = readFileSync(join(dir, "cert.pem"), "utf8");
-  });
-  after(() => rmSync(dir, { recursive: true, force: true }));
+  const { key, cert } = makeCertificate();
 
   test("HTTPS: header in plaintext, then a real TLS handshake", async () => {
     const { server } = whoami({ tls: { key, cert } });

@@ -1,13 +1,10 @@
 // `listenTls`: TLS on the bytes after the PROXY header, with a real TLS client (node:tls
 // over a node:net socket that wrote the header first). Runs under `bun test`.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { makeCertificate } from "../certificate.ts";
 import net from "node:net";
 import tls from "node:tls";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { listenTls, type ProxySocket } from "@proxy-protocol/edge/bun";
 import { encodeHeader, type ProxyProtocolError } from "@proxy-protocol/edge";
 import { INNER_PORT } from "../../lib/bun/serve.ts";
@@ -21,34 +18,7 @@ const V2 = encodeHeader({
   destination: { address: "2001:db8::1", port: 8443 },
 });
 
-let dir = "";
-let key = "";
-let cert = "";
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), "pp-tls-"));
-  execFileSync("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=localhost",
-    "-addext",
-    "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    "-keyout",
-    join(dir, "key.pem"),
-    "-out",
-    join(dir, "cert.pem"),
-  ], { stdio: "ignore" });
-  key = readFileSync(join(dir, "key.pem"), "utf8");
-  cert = readFileSync(join(dir, "cert.pem"), "utf8");
-});
-after(() => rmSync(dir, { recursive: true, force: true }));
+const { key, cert } = makeCertificate();
 
 interface Seen {
   remoteAddress: string;

@@ -3,6 +3,7 @@
 // server's guard, HTTPS with ALPN (h2 and http/1.1), curl --haproxy-protocol, and Hono's
 // getConnInfo. Deno.test with op and resource sanitizers on.
 import assert from "node:assert/strict";
+import { makeCertificate } from "../certificate.ts";
 import { Hono } from "hono";
 import { getConnInfo } from "hono/deno";
 import {
@@ -160,30 +161,6 @@ function headerRelay(target: number, header: Uint8Array): AsyncDisposable & { po
       await Promise.all(tasks);
     },
   };
-}
-
-async function makeCert(): Promise<{ cert: string; key: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "serve-tls-" });
-  try {
-    const out = await new Deno.Command("openssl", {
-      args: [
-        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
-        ...["-nodes", "-days", "1", "-subj", "/CN=localhost"],
-        ...["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        ...["-addext", "basicConstraints=critical,CA:FALSE"],
-        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`],
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.ok(out.success, decode(out.stderr));
-    return {
-      cert: await Deno.readTextFile(`${dir}/cert.pem`),
-      key: await Deno.readTextFile(`${dir}/key.pem`),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 Deno.test("GET with a v1 header sees the client", sanitize, async () => {
@@ -428,7 +405,7 @@ Deno.test("onListen gets the address; bad options throw at once", sanitize, asyn
 });
 
 Deno.test("HTTPS after the header: ALPN h2 and http/1.1", sanitize, async () => {
-  const { cert, key } = await makeCert();
+  const { cert, key } = makeCertificate();
   await withServer({ cert, key }, whoami, async ({ port }) => {
     // HTTP/1.1 by ALPN, by hand.
     const raw = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -490,7 +467,7 @@ Deno.test("curl --haproxy-protocol over http (1.1 and h2c) and https (h2)", sani
     ]);
     assert.equal(h2c.split("\n")[1], "2");
   });
-  const { cert, key } = await makeCert();
+  const { cert, key } = makeCertificate();
   await withServer({ cert, key }, whoami, async ({ port }) => {
     const out = await curl(["-k", "-w", "\n%{http_version}", `https://127.0.0.1:${port}/s`]);
     const [json, httpVersion] = out.split("\n");

@@ -1,6 +1,7 @@
 // startTls() from ./deno: server-side TLS on a connection after its PROXY header, against
 // Deno's own TLS client. Deno.test with op and resource sanitizers on.
 import assert from "node:assert/strict";
+import { makeCertificate } from "../certificate.ts";
 import { listen, startTls } from "@proxy-protocol/edge/deno";
 
 const sanitize = { sanitizeOps: true, sanitizeResources: true };
@@ -8,31 +9,7 @@ const text = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const V1 = text("PROXY TCP4 203.0.113.7 10.0.0.5 51234 993\r\n");
 
-async function makeCert(): Promise<{ cert: string; key: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "start-tls-" });
-  try {
-    const out = await new Deno.Command("openssl", {
-      args: [
-        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
-        ...["-nodes", "-days", "1", "-subj", "/CN=localhost"],
-        ...["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        ...["-addext", "basicConstraints=critical,CA:FALSE"],
-        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`],
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.ok(out.success, decode(out.stderr));
-    return {
-      cert: await Deno.readTextFile(`${dir}/cert.pem`),
-      key: await Deno.readTextFile(`${dir}/key.pem`),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-const { cert, key } = await makeCert();
+const { cert, key } = makeCertificate();
 
 /** Reads to the end with read() (the readable stream would close the connection). */
 async function readAll(conn: Deno.Conn): Promise<string> {

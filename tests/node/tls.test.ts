@@ -4,14 +4,12 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { Buffer } from "node:buffer";
-import { execFile, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
 import http2 from "node:http2";
 import https from "node:https";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import tls from "node:tls";
+import { makeCertificate } from "../certificate.ts";
 import { encodeHeader } from "@proxy-protocol/edge";
 import {
   createServer,
@@ -30,35 +28,6 @@ const V2 = encodeHeader({
   destination: { address: "2001:db8::5", port: 8443 },
 });
 
-/** A self-signed certificate for localhost, made at test time. */
-function makeCertificate(): { key: string; cert: string } {
-  const dir = mkdtempSync(join(tmpdir(), "pp-tls-"));
-  try {
-    execFileSync("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-    ], { stdio: "ignore" });
-    return {
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-      cert: readFileSync(join(dir, "cert.pem"), "utf8"),
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 // At load time: Bun's node:test does not run a top-level before() ahead of describe's tests.
 const { key, cert } = makeCertificate();
 
