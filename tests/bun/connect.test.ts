@@ -5,47 +5,14 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { Buffer } from "node:buffer";
-import {
-  decodeHeader,
-  decodeTlvs,
-  encodeHeader,
-  encodeTlvs,
-  type ProxyHeaderInit,
-} from "@proxy-protocol/edge";
+import { decodeHeader, decodeTlvs, encodeHeader, encodeTlvs } from "@proxy-protocol/edge";
 import { type ClientSocket, connect, headerFor, listen } from "@proxy-protocol/edge/bun";
 import { concatBytes as concat } from "@proxy-protocol/edge";
 import { serve } from "./helpers.ts";
+import { HEADER, rawServer } from "../connect_helpers.ts";
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-const HEADER: ProxyHeaderInit = {
-  version: 2,
-  command: "PROXY",
-  protocol: "TCP4",
-  source: { address: "203.0.113.7", port: 51234 },
-  destination: { address: "10.0.0.5", port: 443 },
-};
-
-/** A raw node:net server recording each connection's reads. */
-async function rawServer(onSocket?: (socket: net.Socket) => void) {
-  const conns: { chunks: Buffer[]; ended: Promise<void> }[] = [];
-  const server = net.createServer((socket) => {
-    const chunks: Buffer[] = [];
-    const ended = new Promise<void>((resolve) => socket.on("close", () => resolve()));
-    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-    socket.on("end", () => socket.end());
-    socket.on("error", () => {});
-    conns.push({ chunks, ended });
-    onSocket?.(socket);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    conns,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
 
 describe("bun connect", () => {
   test("the first write in open carries the header: one read at the server", async () => {

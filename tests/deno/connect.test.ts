@@ -7,19 +7,11 @@ import {
   decodeTlvs,
   encodeHeader,
   encodeTlvs,
-  type ProxyHeaderInit,
   type ProxyProtocolError,
 } from "@proxy-protocol/edge";
 import { connect, headerFor, listen } from "@proxy-protocol/edge/deno";
 import { readAll, sanitize, text, within } from "../interop/helpers.ts";
-
-const HEADER: ProxyHeaderInit = {
-  version: 2,
-  command: "PROXY",
-  protocol: "TCP4",
-  source: { address: "203.0.113.7", port: 51234 },
-  destination: { address: "10.0.0.5", port: 443 },
-};
+import { HEADER } from "../connect_helpers.ts";
 
 /** The first read of the next connection on a raw listener, and the rest until its end. */
 async function firstRead(listener: Deno.TcpListener) {

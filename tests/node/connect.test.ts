@@ -21,34 +21,7 @@ import {
   type ProxySocket,
 } from "@proxy-protocol/edge/node";
 import { serve, text } from "./helpers.ts";
-
-const HEADER: ProxyHeaderInit = {
-  version: 2,
-  command: "PROXY",
-  protocol: "TCP4",
-  source: { address: "203.0.113.7", port: 51234 },
-  destination: { address: "10.0.0.5", port: 443 },
-};
-
-/** A raw server: records each connection's chunks as they were read. */
-async function rawServer(onSocket?: (socket: net.Socket) => void) {
-  const conns: { chunks: Buffer[]; ended: Promise<void> }[] = [];
-  const server = net.createServer((socket) => {
-    const chunks: Buffer[] = [];
-    const ended = new Promise<void>((resolve) => socket.on("close", () => resolve()));
-    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-    socket.on("end", () => socket.end());
-    socket.on("error", () => {});
-    conns.push({ chunks, ended });
-    onSocket?.(socket);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    conns,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
+import { HEADER, rawServer } from "../connect_helpers.ts";
 
 function closed(socket: net.Socket): Promise<void> {
   return new Promise((resolve) => {
