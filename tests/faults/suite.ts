@@ -6,7 +6,7 @@ import { it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { connect as netConnect, type Socket } from "node:net";
-import { encodeHeader, encodeTlvs } from "@proxy-protocol/edge";
+import { decodeHeader, encodeHeader, encodeTlvs, type ProxyHeader } from "@proxy-protocol/edge";
 import {
   type Adapter,
   Child,
@@ -47,6 +47,43 @@ export const SIZES = {
    * times (200 connections, ~40 free descriptors), and each refill may start a burst. */
   acceptFailedBound: 8,
 };
+
+/**
+ * Asserts that a connection's header is the AWS-style one with each TLV owning its bytes,
+ * not a view into the chunk it came in.
+ */
+export function assertOwnedTlvs(header: ProxyHeader | null): void {
+  const expected = decodeHeader(AWS_HEADER)!.header!;
+  assert.ok(header !== null);
+  assert.equal(header.tlvs.length, 2, "the VPC endpoint id and the CRC32c");
+  assert.deepEqual(
+    header.tlvs.map((t) => [t.type, [...t.value]]),
+    expected.tlvs.map((t) => [t.type, [...t.value]]),
+  );
+  for (const tlv of header.tlvs) {
+    assert.ok(
+      tlv.value.buffer.byteLength <= AWS_HEADER.length,
+      `TLV 0x${tlv.type.toString(16)} is a view into ${tlv.value.buffer.byteLength} bytes`,
+    );
+  }
+}
+
+/**
+ * Registers the two one-write cases (with and without `validate`): the header and 32 KiB
+ * in one write; the TLVs own their bytes and the payload arrives whole.
+ */
+export function ownershipCases(
+  oneWrite: (validate: boolean) => Promise<{ header: ProxyHeader | null; payload: Buffer }>,
+  payload: Uint8Array,
+): void {
+  for (const validate of [false, true]) {
+    it(`TLV values own their bytes, not the first chunk's (${validate ? "with" : "no"} validate)`, async () => {
+      const seen = await oneWrite(validate);
+      assertOwnedTlvs(seen.header);
+      assert.ok(Buffer.from(payload).equals(seen.payload), "the payload arrives whole");
+    });
+  }
+}
 
 /** An AWS-style v2 header: the VPC endpoint TLV (0xEA) and a CRC32c. */
 export const AWS_HEADER: Uint8Array = encodeHeader({
