@@ -211,13 +211,7 @@ function secureThen(
 /** The options of a `tls.Server` (Bun keeps them as properties), for `startTls`. */
 function secureOptionsOf(server: tls.Server): StartTlsOptions {
   const own = server as unknown as Record<string, unknown>;
-  const context: Record<string, unknown> = {};
-  for (const key of CONTEXT_KEYS) {
-    if (own[key] !== undefined && own[key] !== null && own[key] !== 0) context[key] = own[key];
-  }
-  const options: StartTlsOptions = {
-    secureContext: tls.createSecureContext(context as tls.SecureContextOptions),
-  };
+  const options: StartTlsOptions = { secureContext: tls.createSecureContext(contextOptions(own)) };
   const alpn = alpnList(own.ALPNProtocols);
   if (alpn !== undefined) options.ALPNProtocols = alpn;
   if (typeof own.requestCert === "boolean") options.requestCert = own.requestCert;
@@ -257,6 +251,18 @@ const CONTEXT_KEYS = [
 ] as const;
 
 /**
+ * The secure-context options among a server's own properties (Bun writes unset values as
+ * 0 or null, which `tls.createSecureContext` refuses).
+ */
+function contextOptions(own: Record<string, unknown>): tls.SecureContextOptions {
+  const out: Record<string, unknown> = {};
+  for (const key of CONTEXT_KEYS) {
+    if (own[key] !== undefined && own[key] !== null && own[key] !== 0) out[key] = own[key];
+  }
+  return out as tls.SecureContextOptions;
+}
+
+/**
  * The TLS options of Bun's `https.Server`, kept under a `Symbol(tls)`, as options of
  * `tls.createSecureContext` (Bun writes unset versions as 0, which it refuses there).
  */
@@ -267,11 +273,7 @@ function tlsOptionsOf(server: object): tls.SecureContextOptions | undefined {
     if (typeof value !== "object" || value === null) continue;
     const own = value as Record<string, unknown>;
     if (own.key === undefined && own.pfx === undefined) continue;
-    const out: Record<string, unknown> = {};
-    for (const key of CONTEXT_KEYS) {
-      if (own[key] !== undefined && own[key] !== null && own[key] !== 0) out[key] = own[key];
-    }
-    return out as tls.SecureContextOptions;
+    return contextOptions(own);
   }
   return undefined;
 }
