@@ -29,6 +29,16 @@ export interface ListenOptions extends Deno.TcpListenOptions, ProxyProtocolOptio
 }
 
 const EMPTY = new Uint8Array(0);
+/**
+ * How much the first read of a connection takes: a whole header of the usual kinds (v1 is at
+ * most 107 bytes, v2 without TLVs 232, AWS's 61) and a small request after it, while a
+ * thousand connections arriving at once hold only half a MiB of read buffers. Longer
+ * headers take more reads.
+ */
+const READ_SIZE = 512;
+
+/** Gives a pooled read buffer that holds a connection's first bytes to it. */
+let lend: (conn: ProxyConn, pool: BufferPool, buffer: Uint8Array) => void;
 
 /**
  * A connection whose PROXY header has been read: shaped like `Deno.Conn`, with the
@@ -45,6 +55,16 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   #conn: Deno.TcpConn;
   #rest: Uint8Array;
   #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
+  /** The pooled buffer `#rest` is a view into, given back once it is read. */
+  #lent: Uint8Array | undefined;
+  #pool: BufferPool | undefined;
+
+  static {
+    lend = (conn, pool, buffer) => {
+      conn.#pool = pool;
+      conn.#lent = buffer;
+    };
+  }
 
   /**
    * Wraps an accepted socket; `listen()` does this for you.
@@ -85,9 +105,22 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
     const rest = this.#rest;
     if (rest.length === 0) return this.#conn.read(p);
     const n = Math.min(p.length, rest.length);
-    p.set(n === rest.length ? rest : rest.subarray(0, n));
-    this.#rest = n === rest.length ? EMPTY : rest.subarray(n);
+    if (n === rest.length) {
+      p.set(rest);
+      this.#rest = EMPTY;
+      this.#giveBack();
+    } else {
+      p.set(rest.subarray(0, n));
+      this.#rest = rest.subarray(n);
+    }
     return Promise.resolve(n);
+  }
+
+  /** The bytes read ahead are gone (read, or not wanted): the pooled buffer goes back. */
+  #giveBack(): void {
+    if (this.#lent === undefined) return;
+    this.#pool!.give(this.#lent);
+    this.#lent = undefined;
   }
 
   /**
@@ -104,8 +137,10 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
     if (this.#readable !== undefined) return this.#readable;
     if (this.#rest.length === 0) return this.#readable = this.#conn.readable;
-    const first = this.#rest;
+    // The stream's reader keeps what it is given: a copy, when the bytes are a pooled buffer's.
+    const first = this.#lent === undefined ? this.#rest : this.#rest.slice();
     this.#rest = EMPTY;
+    this.#giveBack();
     // The bytes read while looking for a header, then the socket's own stream.
     return this.#readable = continueWith(first, this.#conn.readable.getReader()) as ReadableStream<
       Uint8Array<ArrayBuffer>
@@ -128,6 +163,8 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
 
   /** Closes the socket. */
   close(): void {
+    this.#rest = EMPTY;
+    this.#giveBack();
     this.#conn.close();
   }
 
@@ -162,7 +199,7 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   /** Closes the socket when used with `using`. */
   [Symbol.dispose](): void {
     try {
-      this.#conn.close();
+      this.close();
     } catch {
       // already closed
     }
@@ -182,6 +219,8 @@ function peerOf(conn: Deno.TcpConn): PeerInfo {
 /** One accepted connection during its header phase. */
 class DenoPhase extends AcceptPhase {
   readonly conn: Deno.TcpConn;
+  /** The pooled buffer that `rest` is a view into, once open, if any. */
+  lent: Uint8Array | undefined = undefined;
 
   constructor(options: ResolvedOptions, conn: Deno.TcpConn) {
     super(options);
@@ -206,7 +245,11 @@ function close(conn: Deno.Conn): void {
   }
 }
 
-/** Read buffers for header phases, reused: a new one costs about 1 µs on Deno. */
+/**
+ * Read buffers for header phases, reused: a new one costs about 1 µs on Deno. A buffer
+ * whose bytes after the header belong to the application is lent to its connection and
+ * comes back once they are read.
+ */
 class BufferPool {
   readonly size: number;
   #free: Uint8Array[] = [];
@@ -251,8 +294,7 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     this.#inner = inner;
     this.#options = options;
     this.#limit = limit;
-    // Room for the longest header allowed: one read takes a whole header.
-    this.#pool = new BufferPool(Math.max(options.maxHeaderLength, 108));
+    this.#pool = new BufferPool(READ_SIZE);
     this.addr = inner.addr;
     this.#loop = this.#acceptLoop();
   }
@@ -312,13 +354,20 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     }
     if (step === "pause") step = await phase.settled!;
     if (step !== "open" || this.#closed) {
+      if (phase.lent !== undefined) this.#pool.give(phase.lent);
       close(conn);
       return;
     }
-    this.#deliver(new ProxyConn(conn, phase.header, phase.rest));
+    const proxyConn = new ProxyConn(conn, phase.header, phase.rest);
+    if (phase.lent !== undefined) lend(proxyConn, this.#pool, phase.lent);
+    this.#deliver(proxyConn);
   }
 
-  /** Reads until the phase is decided; one read takes a whole header that has arrived. */
+  /**
+   * Reads until the phase is decided; one read takes a usual header that has arrived, and
+   * what came with it. Bytes after the header stay in the pooled buffer, lent to the
+   * connection (`phase.lent`) instead of copied.
+   */
   async #readHeader(phase: DenoPhase): Promise<AcceptStep> {
     const pool = this.#pool;
     const buffer = pool.take();
@@ -334,11 +383,11 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
         step = n === null ? phase.end() : phase.data(buffer.subarray(0, n));
         if (step === "wait" && phase.done) return "refuse"; // timed out meanwhile
       }
-      // Bytes after the header are the application's: copy them out of the pooled buffer.
-      if (step === "open" && phase.rest.length > 0) phase.rest = phase.rest.slice();
+      // A view of `buffer` (not a copy the phase made while validating) is lent out.
+      if (step === "open" && phase.rest.buffer === buffer.buffer) phase.lent = buffer;
       return step;
     } finally {
-      pool.give(buffer);
+      if (phase.lent !== buffer) pool.give(buffer);
     }
   }
 
