@@ -18,6 +18,10 @@ export type {
   HeaderForOptions,
   SendOptions,
 } from "./connection/sender.ts";
+export { DatagramMessage } from "./connection/datagram_socket.ts";
+export type { DatagramEndpoint, DatagramOptions } from "./connection/datagram_socket.ts";
+export type { DatagramFormat } from "./datagram.ts";
+export type { SppHeader } from "./spp.ts";
 export type {
   InetAddress,
   ProxyAddress,

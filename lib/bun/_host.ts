@@ -74,6 +74,28 @@ export interface BunGlobal {
   connect(options: Record<string, unknown>): Promise<unknown>;
   /** Bun.serve. */
   serve(options: Record<string, unknown>): BunServer;
+  /** Bun.udpSocket: resolves to the socket once bound. */
+  udpSocket(options: Record<string, unknown>): Promise<BunUdpSocket>;
+}
+
+/** Bun's UDP socket (`Bun.udpSocket`), as `listenDatagram` uses it. */
+export interface BunUdpSocket {
+  readonly hostname: string;
+  readonly port: number;
+  readonly address: { address: string; family: string; port: number };
+  readonly closed: boolean;
+  /** Sends one datagram; false when it could not be sent now (`drain` follows). */
+  send(data: Uint8Array | string, port: number, address: string): boolean;
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+/** The handlers `Bun.udpSocket` takes in `socket`. */
+export interface BunUdpHandler {
+  data?(socket: BunUdpSocket, data: Uint8Array, port: number, address: string): unknown;
+  drain?(socket: BunUdpSocket): unknown;
+  error?(socket: BunUdpSocket, error: Error): unknown;
 }
 
 /** Node's `Buffer` on Bun, to make the `Buffer` chunks Bun's handlers expect. */

@@ -61,3 +61,5 @@ export { listenTls } from "./tls.ts";
 export type { ListenTlsOptions, TlsSocketHandler } from "./tls.ts";
 export { connect } from "./connect.ts";
 export type { ClientSocket, ClientSocketHandler, ConnectOptions } from "./connect.ts";
+export { listenDatagram } from "./udp.ts";
+export type { DatagramHandler, ListenDatagramOptions, ProxyUdpSocket } from "./udp.ts";

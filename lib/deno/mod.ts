@@ -28,3 +28,5 @@ export { ProxyTlsConn, startTls } from "./tls.ts";
 export type { StartTlsOptions } from "./tls.ts";
 export { connect, ProxyClientConn } from "./connect.ts";
 export type { ConnectOptions } from "./connect.ts";
+export { listenDatagram, ProxyDatagramConn } from "./udp.ts";
+export type { ListenDatagramOptions } from "./udp.ts";

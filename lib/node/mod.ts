@@ -35,3 +35,5 @@ export { startTls } from "./tls.ts";
 export type { ProxyTlsSocket, StartTlsOptions } from "./tls.ts";
 export { connect } from "./connect.ts";
 export type { ConnectOptions } from "./connect.ts";
+export { listenDatagram, ProxyDatagramSocket, ProxyRemoteInfo } from "./udp.ts";
+export type { ListenDatagramOptions, ProxyDatagramSocketEvents } from "./udp.ts";
