@@ -73,8 +73,18 @@ export interface TcpSocket<Data = undefined> {
  * under policy `ignore` they are the socket's own.
  */
 export interface ProxySocket<Data = undefined> extends TcpSocket<Data> {
-  /** The header that came, or `null` when none came or the policy ignores it. */
+  /**
+   * The header that came, or `null` when none came or the policy ignores it (and, from a
+   * `lazy` listener, until the header phase is over).
+   */
   readonly proxyHeader: ProxyHeader | null;
+  /**
+   * Resolves to `proxyHeader` once the header phase is over, after which it and the
+   * addresses are final; already resolved unless the listener is `lazy`. On a lazy socket
+   * it rejects with the `ProxyProtocolError` when the connection is refused (the
+   * listener has then reported it to `onError` and closed the socket).
+   */
+  readonly proxyHeaderSettled: Promise<ProxyHeader | null>;
   /** The client's address. */
   readonly remoteAddress: string;
   /** The client's port. */
@@ -93,7 +103,8 @@ export interface ProxySocket<Data = undefined> extends TcpSocket<Data> {
  * The handlers of {@linkcode listen}: `Bun.listen`'s, called with the same arguments at the
  * same moments, except that a connection's life begins (with `open`) once its header phase
  * succeeds. Connections refused before that are reported to `onError` only: none of these
- * handlers is called for them.
+ * handlers is called for them. With `lazy: true`, `open` fires at once, before the header:
+ * see {@linkcode listen}.
  */
 export interface ProxySocketHandler<Data = undefined> {
   /**
@@ -190,6 +201,14 @@ export type ProxyListenOptions<Data = undefined> = ListenOptions<Data>;
  * handler is called for it; the listener keeps accepting. Nothing a client sends throws
  * into your code. Connections handed to `open` are yours to close.
  *
+ * With `lazy: true`, for protocols where the server speaks first, `open` fires at once,
+ * before the header: writes (and `drain`, `timeout`) go through, `data` gets payload only,
+ * after the header, and `await socket.proxyHeaderSettled` waits for it; until then
+ * `proxyHeader` is `null` and the addresses are the socket's own. A lazy connection
+ * refused later (a bad header, the timeout, `validate`, the client leaving) is reported
+ * to `onError` and closed by the listener: `proxyHeaderSettled` rejects, and `close` is
+ * called, as for every socket that was opened.
+ *
  * @param options `Bun.listen`'s TCP options (`hostname`, `port`, `socket`, `data`, ...) and
  *   the PROXY protocol options (`policy`, `trust`, `untrusted`, `timeout`,
  *   `maxHeaderLength`, `verifyChecksum`, `validate`, `onError`).
@@ -235,6 +254,25 @@ export type ProxyListenOptions<Data = undefined> = ListenOptions<Data>;
  * client.end();
  * listener.stop(true);
  * ```
+ *
+ * @example A server that speaks first (SMTP): `lazy` (runs on Bun)
+ * ```ts ignore
+ * import { listen } from "@proxy-protocol/edge/bun";
+ *
+ * listen({
+ *   hostname: "0.0.0.0",
+ *   port: 2525,
+ *   lazy: true,
+ *   socket: {
+ *     open(socket) {
+ *       socket.write("220 ready\r\n"); // at once: the header comes after it
+ *     },
+ *     data(socket) {
+ *       socket.write(`250 ${socket.remoteAddress}\r\n`); // the header's client
+ *     },
+ *   },
+ * });
+ * ```
  */
 export function listen<Data = undefined>(options: ListenOptions<Data>): ProxyListener<Data> {
   const resolved = resolveOptions(options);
@@ -263,6 +301,8 @@ const SOCKET: ReadonlySet<string> = new Set(["socket", ...OPTION_KEYS]);
 class BunPhase extends AcceptPhase {
   readonly socket: PhasedSocket;
   readonly user: ProxySocketHandler<unknown>;
+  /** Lazy: the user's `open` was called before the header. */
+  handed = false;
 
   constructor(options: ResolvedOptions, socket: BunSocket, user: ProxySocketHandler<unknown>) {
     super(options);
@@ -277,8 +317,33 @@ class BunPhase extends AcceptPhase {
   }
 
   protected override timedOut(): void {
-    (this.socket as PhasedSocket)[PHASE] = null;
-    end(this.socket);
+    this.#refused();
+  }
+
+  /** Closes the socket; a lazy one's events but `close` go nowhere from now on. */
+  #refused(): void {
+    const socket = this.socket as PhasedSocket;
+    socket[PHASE] = this.handed ? false : null;
+    end(socket);
+    if (this.handed) this.announce();
+  }
+
+  /**
+   * Lazy: calls the user's `open` before the header; its `data` waits for the header.
+   * As from Bun, a throw goes to their `error` handler and closes the connection.
+   */
+  handOverLazily(): void {
+    const socket = this.socket;
+    this.handed = true;
+    define(socket, "proxyHeader", null);
+    define(socket, "proxyHeaderSettled", this.outcome);
+    const proxySocket = socket as unknown as ProxySocket<unknown>;
+    try {
+      this.user.open?.(proxySocket);
+    } catch (error) {
+      userError(this.user, proxySocket, error);
+      end(socket);
+    }
   }
 
   /** Does what the accept phase asks. */
@@ -296,14 +361,16 @@ class BunPhase extends AcceptPhase {
       case "open":
         return this.#open();
       case "refuse":
-        (this.socket as PhasedSocket)[PHASE] = null;
-        return end(this.socket);
+        return this.#refused();
     }
   }
 
-  /** Defines the addresses, then calls the user's open, data (the rest) and end. */
+  /**
+   * Defines the addresses, then calls the user's open (unless called already: lazy), data
+   * (the rest) and end.
+   */
   #open(): void {
-    const { socket, user, header, ended } = this;
+    const { socket, user, header, ended, handed } = this;
     socket[PHASE] = undefined; // from here on, events go to the user's handlers
     const addresses = headerAddresses(header);
     if (addresses !== undefined) {
@@ -315,11 +382,13 @@ class BunPhase extends AcceptPhase {
       define(socket, "localFamily", addresses.family);
     }
     define(socket, "proxyHeader", header);
+    if (handed) this.announce();
+    else Object.defineProperty(socket, "proxyHeaderSettled", SETTLED);
     const proxySocket = socket as unknown as ProxySocket<unknown>;
     // The user's code, called here rather than by Bun: a throw goes to their `error`
     // handler (else it is uncaught) and closes the connection, as it would from Bun.
     try {
-      user.open?.(proxySocket);
+      if (!handed) user.open?.(proxySocket);
       if (this.rest.length > 0 && !isClosed(socket)) user.data?.(proxySocket, this.#bytes());
       if (ended && !isClosed(socket)) user.end?.(proxySocket);
     } catch (error) {
@@ -337,10 +406,24 @@ class BunPhase extends AcceptPhase {
   }
 }
 
-/** A socket's header phase while it runs; `undefined` once open, `null` once refused. */
+/**
+ * A socket's header phase while it runs; `undefined` once open, `null` once refused, and
+ * `false` once refused after a lazy hand-over (only `close` still goes to the user).
+ */
 const PHASE = Symbol("proxyProtocolPhase");
 
-type PhasedSocket = BunSocket & { [PHASE]?: BunPhase | null | undefined };
+type PhasedSocket = BunSocket & { [PHASE]?: BunPhase | null | false | undefined };
+
+/**
+ * `proxyHeaderSettled` of a socket opened with its header: one descriptor for every
+ * socket, and a promise only for those asked.
+ */
+const SETTLED: PropertyDescriptor = {
+  get(this: { proxyHeader: ProxyHeader | null }): Promise<ProxyHeader | null> {
+    return Promise.resolve(this.proxyHeader);
+  },
+  configurable: true,
+};
 
 /**
  * The handlers given to Bun: each socket's header phase, then the user's handlers, called
@@ -355,41 +438,52 @@ function headerHandler(
     open(socket: PhasedSocket) {
       const phase = new BunPhase(resolved, socket, user);
       socket[PHASE] = phase;
-      phase.act(phase.start());
+      const step = phase.start();
+      phase.act(step);
+      if (step === "wait" && resolved.lazy) phase.handOverLazily();
     },
     data(socket: PhasedSocket, chunk) {
       const phase = socket[PHASE];
       if (phase === undefined) return u.data?.(socket, chunk);
       // A plain view: the reader copies what it keeps (`slice()` of Bun's Buffer would not).
-      if (phase !== null) {
+      if (phase) {
         phase.act(phase.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)));
       }
     },
     end(socket: PhasedSocket) {
       const phase = socket[PHASE];
       if (phase === undefined) return u.end?.(socket);
-      if (phase !== null) phase.act(phase.end());
+      if (phase) phase.act(phase.end());
     },
     close(socket: PhasedSocket, error) {
       const phase = socket[PHASE];
-      if (phase === undefined) return u.close?.(socket, error);
-      if (phase !== null) phase.act(phase.closed(error));
+      if (phase === undefined || phase === false) return u.close?.(socket, error);
+      if (phase === null) return;
+      phase.act(phase.closed(error));
+      // Lazy: the user saw `open`, so they see `close`.
+      if (phase.handed) return u.close?.(socket, error);
     },
     drain(socket: PhasedSocket) {
-      if (socket[PHASE] === undefined) return u.drain?.(socket);
+      if (opened(socket)) return u.drain?.(socket);
     },
     timeout(socket: PhasedSocket) {
-      if (socket[PHASE] === undefined) return u.timeout?.(socket);
+      if (opened(socket)) return u.timeout?.(socket);
     },
   };
   // Registered only if given: without it, a throwing handler is uncaught, as in Bun.
   if (u.error !== undefined) {
     handler.error = (socket: PhasedSocket, error) => {
-      if (socket[PHASE] === undefined) return u.error?.(socket, error);
+      if (opened(socket)) return u.error?.(socket, error);
     };
   }
   if (user.binaryType !== undefined) handler.binaryType = user.binaryType;
   return handler;
+}
+
+/** Whether the user's handlers see the socket's events: open, or lazily handed over. */
+function opened(socket: PhasedSocket): boolean {
+  const phase = socket[PHASE];
+  return phase === undefined || (phase ? phase.handed : false);
 }
 
 function define(socket: BunSocket, key: string, value: unknown): void {

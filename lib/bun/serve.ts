@@ -8,7 +8,7 @@
  */
 
 import { ProxyProtocolError } from "../error.ts";
-import { OPTION_KEYS, type ProxyProtocolOptions } from "../connection/options.ts";
+import { OPTION_KEYS, type ProxyProtocolOptions, refuseLazy } from "../connection/options.ts";
 import type { PeerInfo } from "../connection/peer.ts";
 import { report } from "../connection/report.ts";
 import { RelayRegistry } from "../connection/relay.ts";
@@ -240,8 +240,8 @@ export interface ProxyServer<WebSocketData = undefined> {
  * @param options `Bun.serve`'s options and the PROXY protocol options (`policy`, `trust`,
  *   `untrusted`, `timeout`, `maxHeaderLength`, `verifyChecksum`, `validate`, `onError`).
  * @returns The server: `port`, `hostname`, `url`, `requestIP`, `stop()`, ...
- * @throws {TypeError} For bad options (no `fetch` nor `routes`, `unix`, an unknown
- *   policy, a bad CIDR range), or when not running on Bun.
+ * @throws {TypeError} For bad options (no `fetch` nor `routes`, `unix`, `lazy`, an
+ *   unknown policy, a bad CIDR range), or when not running on Bun.
  * @throws {RangeError} For a timeout below 3 s without `allowShortTimeout`, or a bad
  *   `maxHeaderLength`.
  *
@@ -286,6 +286,7 @@ export function serve<WebSocketData = undefined>(
   if ((options as { unix?: unknown }).unix !== undefined) {
     throw new TypeError("unix is not supported: the PROXY header comes over TCP here");
   }
+  refuseLazy(options, "serve");
   if (typeof options.fetch !== "function" && options.routes === undefined) {
     throw new TypeError("options.fetch must be a function (or give routes)");
   }

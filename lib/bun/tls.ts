@@ -13,7 +13,7 @@
  */
 
 import { ProxyProtocolError } from "../error.ts";
-import { OPTION_KEYS } from "../connection/options.ts";
+import { OPTION_KEYS, refuseLazy } from "../connection/options.ts";
 import { report } from "../connection/report.ts";
 import { bun, type BunListener, type BunSocket, type BunSocketHandler } from "./_host.ts";
 import {
@@ -69,8 +69,8 @@ export interface ListenTlsOptions<Data = undefined>
  *   `handshake`.
  * @returns The listener: `port` and `hostname` are those clients reach; `stop()` stops
  *   both listeners.
- * @throws {TypeError} For bad options (no `tls`, an unknown policy, a bad CIDR range),
- *   or when not running on Bun.
+ * @throws {TypeError} For bad options (no `tls`, `lazy`, an unknown policy, a bad CIDR
+ *   range), or when not running on Bun.
  * @throws {RangeError} For a timeout below 3 s without `allowShortTimeout`, or a bad
  *   `maxHeaderLength`.
  *
@@ -104,6 +104,7 @@ export function listenTls<Data = undefined>(options: ListenTlsOptions<Data>): Pr
   if (handlers === null || typeof handlers !== "object") {
     throw new TypeError("options.socket must be an object of handlers");
   }
+  refuseLazy(options, "listenTls");
   const relay = new Relay();
   const proxyOptions: Record<string, unknown> = {};
   const innerOptions: Record<string, unknown> = {};

@@ -31,6 +31,14 @@ type State = typeof START | typeof HEADER | typeof VALIDATING | typeof OPEN | ty
 
 const EMPTY = new Uint8Array(0);
 
+interface Outcome {
+  promise: Promise<ProxyHeader | null>;
+  resolve: (header: ProxyHeader | null) => void;
+  reject: (error: unknown) => void;
+}
+
+function ignore(): void {}
+
 /**
  * One connection's header phase: policy, trust, the header (across any chunking), the
  * timeout, `validate`, and the report of a refusal. Runtime-neutral: an adapter feeds it
@@ -58,6 +66,9 @@ export class AcceptPhase implements Expiring {
   #session: HeaderSession | undefined = undefined;
   #peer: PeerInfo | undefined = undefined;
   #held: Uint8Array[] | undefined = undefined;
+  /** Lazy hand-over: the outcome's promise and how to settle it, made when first asked. */
+  #outcome: Outcome | undefined = undefined;
+  #announced = false;
 
   /**
    * @param options The listener's resolved options.
@@ -75,9 +86,50 @@ export class AcceptPhase implements Expiring {
     return this.#peer ??= this.readPeer() ?? NO_PEER;
   }
 
+  /** Whether an async `validate` runs: the adapter reads nothing meanwhile. */
+  get validating(): boolean {
+    return this.#state === VALIDATING;
+  }
+
   /** Whether the phase is over (handed on or refused). */
   get done(): boolean {
     return this.#state >= OPEN;
+  }
+
+  /**
+   * Lazy hand-over: the phase's outcome as the application awaits it (a connection's
+   * `proxyHeaderSettled`): the header (or `null`) once the adapter has put it in effect,
+   * or the error once the connection is refused and closed. Made when first asked for; a
+   * rejection nobody awaits is not reported as unhandled.
+   */
+  get outcome(): Promise<ProxyHeader | null> {
+    let outcome = this.#outcome;
+    if (outcome === undefined) {
+      let resolve!: Outcome["resolve"], reject!: Outcome["reject"];
+      const promise = new Promise<ProxyHeader | null>((yes, no) => {
+        resolve = yes;
+        reject = no;
+      });
+      promise.catch(ignore);
+      outcome = this.#outcome = { promise, resolve, reject };
+      if (this.#announced) this.#tell(outcome);
+    }
+    return outcome.promise;
+  }
+
+  /**
+   * Adapters, lazy hand-over: the phase is over and its result in effect (the header's
+   * addresses set, or the socket closed), so settle {@linkcode AcceptPhase.outcome}.
+   */
+  announce(): void {
+    if (this.#announced || this.#state < OPEN) return;
+    this.#announced = true;
+    if (this.#outcome !== undefined) this.#tell(this.#outcome);
+  }
+
+  #tell(outcome: Outcome): void {
+    if (this.#state === OPEN) outcome.resolve(this.header);
+    else outcome.reject(this.error);
   }
 
   /** Adapters: the socket's endpoints, or `undefined` once it is closed. */

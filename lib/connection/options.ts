@@ -49,6 +49,28 @@ export interface ProxyProtocolOptions {
    * accepting. Errors it throws are ignored.
    */
   onError?: (error: ProxyProtocolError, peer: PeerInfo | undefined) => void;
+  /**
+   * Hand each connection to the application at once, before its header is in, for
+   * protocols where the server speaks first (SMTP, FTP, POP3, IMAP, MySQL): behind an AWS
+   * NLB the header only comes with the client's first bytes, so a server that waits for it
+   * before greeting waits for ever. Default `false`.
+   *
+   * Writes go through at once. The header is read on the application's first read (on
+   * Node and Bun, as soon as bytes arrive), and `await conn.proxyHeaderSettled` waits for
+   * it; reads see payload only. Until it settles, `proxyHeader` is `null` and the
+   * addresses are the socket's own; after, they are final. The same `policy`, `trust`,
+   * `validate` and `timeout` apply, the timeout counted from the accept: a client that
+   * sends nothing within it is closed with `TIMEOUT` even while the application writes.
+   * A refused connection is reported to `onError` and closed by the library, as without
+   * `lazy`, and `proxyHeaderSettled` (and reads) reject with the error; refusals that need
+   * no bytes (`untrusted: "deny"`, a throwing policy function) happen before the hand-over.
+   * A connection that closes before its header, whoever closes it, is `CONNECTION_CLOSED`.
+   *
+   * For the listeners only (`listen` on Deno and Bun, `createServer` on Node); `serve` and
+   * Bun's `listenTls` refuse it (HTTP and TLS clients speak first), the stream helpers
+   * ignore it.
+   */
+  lazy?: boolean;
 }
 
 /** Options with defaults applied and ranges parsed. Internal. */
@@ -61,6 +83,8 @@ export interface ResolvedOptions {
   verifyChecksum: boolean;
   validate: ProxyProtocolOptions["validate"];
   onError: ProxyProtocolOptions["onError"];
+  /** Hand connections over before their header is in. */
+  lazy: boolean;
   /** The coarse clock that times out header phases under these options. */
   deadlines: Deadlines;
 }
@@ -104,6 +128,7 @@ export function resolveOptions(options: ProxyProtocolOptions = {}): ResolvedOpti
     verifyChecksum: options.verifyChecksum ?? true,
     validate: options.validate,
     onError: options.onError,
+    lazy: options.lazy === true,
     deadlines: new Deadlines(timeout),
   };
 }
@@ -119,7 +144,21 @@ export const OPTION_KEYS: ReadonlySet<string> = new Set([
   "verifyChecksum",
   "validate",
   "onError",
+  "lazy",
 ]);
+
+/**
+ * Throws for `lazy` where it cannot apply: servers whose clients speak first. Internal.
+ *
+ * @param options The user's options.
+ * @param what The function, for the message.
+ * @throws {TypeError} When `lazy` is set.
+ */
+export function refuseLazy(options: { lazy?: boolean } | undefined, what: string): void {
+  if (options?.lazy === true) {
+    throw new TypeError(`${what} does not take lazy: its clients speak first`);
+  }
+}
 
 /**
  * The entries of `options` that are not PROXY protocol options: what goes on to the

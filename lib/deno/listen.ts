@@ -17,6 +17,7 @@ import {
 } from "../connection/options.ts";
 import type { PeerInfo } from "../connection/peer.ts";
 import { report } from "../connection/report.ts";
+import { closedError } from "../connection/session.ts";
 import type { ProxyHeader } from "../types.ts";
 
 /** Options for {@linkcode listen}: `Deno.listen`'s TCP options and the shared ones. */
@@ -39,30 +40,54 @@ const READ_SIZE = 512;
 
 /** Gives a pooled read buffer that holds a connection's first bytes to it. */
 let lend: (conn: ProxyConn, pool: BufferPool, buffer: Uint8Array) => void;
+/** Makes a connection lazy: its header phase is still to run. */
+let defer: (conn: ProxyConn, phase: LazyPhase) => void;
+/** A lazy connection's header phase is over: the header and the bytes after it. */
+let adopt: (conn: ProxyConn, phase: LazyPhase) => void;
 
 /**
  * A connection whose PROXY header has been read: shaped like `Deno.Conn`, with the
  * client's addresses. After the header, `read` and `readable` go straight to the socket.
  * Closing it is the application's job.
+ *
+ * From a `lazy` listener it comes before its header: writes go through at once, and the
+ * first `read`, the first read of `readable`, or `proxyHeaderSettled` reads the header;
+ * until then `proxyHeader` is `null` and the addresses are the socket's own.
  */
 export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
-  /** The client, from the header; the socket's peer for LOCAL, UNKNOWN or no header. */
-  readonly remoteAddr: Deno.NetAddr;
-  /** What the client connected to, from the header; else the socket's own address. */
-  readonly localAddr: Deno.NetAddr;
-  /** The decoded header, or `null` when none came (or the policy ignores it). */
-  readonly proxyHeader: ProxyHeader | null;
+  #remoteAddr: Deno.NetAddr;
+  #localAddr: Deno.NetAddr;
+  #header: ProxyHeader | null;
   #conn: Deno.TcpConn;
   #rest: Uint8Array;
   #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
   /** The pooled buffer `#rest` is a view into, given back once it is read. */
   #lent: Uint8Array | undefined;
   #pool: BufferPool | undefined;
+  /** Lazy: the header phase, until it succeeds (kept after a refusal, for its error). */
+  #phase: LazyPhase | undefined = undefined;
+  /** `proxyHeaderSettled`, made when first asked for (or when a lazy read starts). */
+  #settled: Promise<ProxyHeader | null> | undefined = undefined;
 
   static {
     lend = (conn, pool, buffer) => {
       conn.#pool = pool;
       conn.#lent = buffer;
+    };
+    defer = (conn, phase) => {
+      conn.#phase = phase;
+    };
+    adopt = (conn, phase) => {
+      const header = phase.header;
+      conn.#header = header;
+      const a = headerAddresses(header);
+      if (a !== undefined) {
+        conn.#remoteAddr = { transport: "tcp", hostname: a.remoteAddress, port: a.remotePort };
+        conn.#localAddr = { transport: "tcp", hostname: a.localAddress, port: a.localPort };
+      }
+      conn.#rest = phase.rest;
+      if (phase.lent !== undefined) lend(conn, phase.pool, phase.lent);
+      conn.#phase = undefined;
     };
   }
 
@@ -77,17 +102,53 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   constructor(conn: Deno.TcpConn, header: ProxyHeader | null, rest: Uint8Array) {
     this.#conn = conn;
     this.#rest = rest;
-    this.proxyHeader = header;
+    this.#header = header;
     const a = headerAddresses(header);
     if (a === undefined) {
       // Plain objects, as for a header's addresses (Deno's own have a null prototype).
       const remote = conn.remoteAddr, local = conn.localAddr;
-      this.remoteAddr = { transport: "tcp", hostname: remote.hostname, port: remote.port };
-      this.localAddr = { transport: "tcp", hostname: local.hostname, port: local.port };
+      this.#remoteAddr = { transport: "tcp", hostname: remote.hostname, port: remote.port };
+      this.#localAddr = { transport: "tcp", hostname: local.hostname, port: local.port };
     } else {
-      this.remoteAddr = { transport: "tcp", hostname: a.remoteAddress, port: a.remotePort };
-      this.localAddr = { transport: "tcp", hostname: a.localAddress, port: a.localPort };
+      this.#remoteAddr = { transport: "tcp", hostname: a.remoteAddress, port: a.remotePort };
+      this.#localAddr = { transport: "tcp", hostname: a.localAddress, port: a.localPort };
     }
+  }
+
+  /** The client, from the header; the socket's peer for LOCAL, UNKNOWN or no header. */
+  get remoteAddr(): Deno.NetAddr {
+    return this.#remoteAddr;
+  }
+
+  /** What the client connected to, from the header; else the socket's own address. */
+  get localAddr(): Deno.NetAddr {
+    return this.#localAddr;
+  }
+
+  /** The decoded header, or `null` when none came (or the policy ignores it). */
+  get proxyHeader(): ProxyHeader | null {
+    return this.#header;
+  }
+
+  /**
+   * Resolves to `proxyHeader` once the header phase is over, after which it and the
+   * addresses are final; already resolved unless the listener is `lazy`. On a lazy
+   * connection, asking for it starts reading the header, and it rejects with the
+   * {@linkcode ProxyProtocolError} when the connection is refused (the listener has then
+   * reported it to `onError` and closed it).
+   */
+  get proxyHeaderSettled(): Promise<ProxyHeader | null> {
+    if (this.#settled !== undefined) return this.#settled;
+    if (this.#phase !== undefined) return this.#settle();
+    return this.#settled = Promise.resolve(this.#header);
+  }
+
+  /** Lazy: reads the header, once; every later call gets the same promise. */
+  #settle(): Promise<ProxyHeader | null> {
+    if (this.#settled !== undefined) return this.#settled;
+    const settled = settleLazy(this, this.#phase!);
+    settled.catch(ignore); // rejections reach whoever awaits; none is unhandled
+    return this.#settled = settled;
   }
 
   /** The socket's own endpoints (the load balancer's and this host's). */
@@ -102,6 +163,7 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
    * @returns How many bytes were read, or `null` at the end.
    */
   read(p: Uint8Array): Promise<number | null> {
+    if (this.#phase !== undefined) return this.#settle().then(() => this.read(p));
     const rest = this.#rest;
     if (rest.length === 0) return this.#conn.read(p);
     const n = Math.min(p.length, rest.length);
@@ -136,13 +198,35 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   /** The payload: the socket's own stream when nothing was read ahead of it. */
   get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
     if (this.#readable !== undefined) return this.#readable;
-    if (this.#rest.length === 0) return this.#readable = this.#conn.readable;
+    if (this.#phase !== undefined) return this.#readable = this.#lazyReadable();
+    return this.#readable = this.#payload();
+  }
+
+  /** Lazy: a stream whose first read reads the header, then the payload's stream. */
+  #lazyReadable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    let reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | undefined;
+    return new ReadableStream<Uint8Array<ArrayBuffer>>({
+      pull: async (controller) => {
+        if (reader === undefined) {
+          await this.#settle(); // a refusal errors the stream
+          reader = this.#payload().getReader();
+        }
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      cancel: (reason) => reader === undefined ? this.close() : reader.cancel(reason),
+    }, { highWaterMark: 0 });
+  }
+
+  #payload(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    if (this.#rest.length === 0) return this.#conn.readable;
     // The stream's reader keeps what it is given: a copy, when the bytes are a pooled buffer's.
     const first = this.#lent === undefined ? this.#rest : this.#rest.slice();
     this.#rest = EMPTY;
     this.#giveBack();
     // The bytes read while looking for a header, then the socket's own stream.
-    return this.#readable = continueWith(first, this.#conn.readable.getReader()) as ReadableStream<
+    return continueWith(first, this.#conn.readable.getReader()) as ReadableStream<
       Uint8Array<ArrayBuffer>
     >;
   }
@@ -161,8 +245,18 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
     return this.#conn.closeWrite();
   }
 
-  /** Closes the socket. */
+  /**
+   * Closes the socket. A lazy connection closed before its header is reported to
+   * `onError` as `CONNECTION_CLOSED`; one the listener has refused is already closed.
+   */
   close(): void {
+    const phase = this.#phase;
+    if (phase !== undefined) {
+      phase.closed();
+      phase.pending.delete(this.#conn);
+      close(this.#conn);
+      return;
+    }
     this.#rest = EMPTY;
     this.#giveBack();
     this.#conn.close();
@@ -216,6 +310,27 @@ function peerOf(conn: Deno.TcpConn): PeerInfo {
   };
 }
 
+/**
+ * A lazy connection's header phase, run on its first use: reads the header, then puts it
+ * in effect on the connection; on refusal closes the socket and throws why.
+ */
+async function settleLazy(conn: ProxyConn, phase: LazyPhase): Promise<ProxyHeader | null> {
+  // Refused already (timed out, or closed) when nothing was reading: no read to make.
+  let step: AcceptStep = phase.done ? "refuse" : await readHeader(phase, phase.pool);
+  if (step === "pause") step = await phase.settled!;
+  phase.pending.delete(phase.conn);
+  if (step !== "open") {
+    if (phase.lent !== undefined) phase.pool.give(phase.lent);
+    phase.lent = undefined;
+    close(phase.conn);
+    throw phase.error ?? closedError();
+  }
+  adopt(conn, phase);
+  return phase.header;
+}
+
+function ignore(): void {}
+
 /** One accepted connection during its header phase. */
 class DenoPhase extends AcceptPhase {
   readonly conn: Deno.TcpConn;
@@ -234,6 +349,56 @@ class DenoPhase extends AcceptPhase {
   protected override timedOut(): void {
     // Ends the pending read.
     close(this.conn);
+  }
+}
+
+/** A lazy connection's header phase, which the connection runs on its first use. */
+class LazyPhase extends DenoPhase {
+  readonly pool: BufferPool;
+  /** The listener's connections in their header phase, closed with it. */
+  readonly pending: Set<Deno.TcpConn>;
+
+  constructor(
+    options: ResolvedOptions,
+    conn: Deno.TcpConn,
+    pool: BufferPool,
+    pending: Set<Deno.TcpConn>,
+  ) {
+    super(options, conn);
+    this.pool = pool;
+    this.pending = pending;
+  }
+
+  protected override timedOut(): void {
+    this.pending.delete(this.conn);
+    super.timedOut();
+  }
+}
+
+/**
+ * Reads until the phase is decided; one read takes a usual header that has arrived, and
+ * what came with it. Bytes after the header stay in the pooled buffer, lent to the
+ * connection (`phase.lent`) instead of copied.
+ */
+async function readHeader(phase: DenoPhase, pool: BufferPool): Promise<AcceptStep> {
+  const buffer = pool.take();
+  let step: AcceptStep = "wait";
+  try {
+    while (step === "wait") {
+      let n: number | null;
+      try {
+        n = await phase.conn.read(buffer);
+      } catch (error) {
+        return phase.closed(error);
+      }
+      step = n === null ? phase.end() : phase.data(buffer.subarray(0, n));
+      if (step === "wait" && phase.done) return "refuse"; // timed out meanwhile
+    }
+    // A view of `buffer` (not a copy the phase made while validating) is lent out.
+    if (step === "open" && phase.rest.buffer === buffer.buffer) phase.lent = buffer;
+    return step;
+  } finally {
+    if (phase.lent !== buffer) pool.give(buffer);
   }
 }
 
@@ -269,9 +434,9 @@ class BufferPool {
 
 /**
  * A listener shaped like `Deno.Listener`: `accept()` resolves to connections whose header
- * is in, and `for await` over it yields them. Headers are read concurrently, so a slow or
- * silent client never holds up `accept()`; refused connections go to `onError` and never
- * end the loop. When `accept()` itself fails (out of file descriptors), the loop waits
+ * is in (with `lazy`, at once), and `for await` over it yields them. Headers are read
+ * concurrently, so a slow or silent client never holds up `accept()`; refused connections
+ * go to `onError` and never end the loop. When `accept()` itself fails (out of file descriptors), the loop waits
  * 5 ms, doubling to 1 s, before it tries again, and reports `ACCEPT_FAILED` once a burst.
  */
 export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable, Disposable {
@@ -345,11 +510,23 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
   }
 
   async #handle(conn: Deno.TcpConn): Promise<void> {
-    const phase = new DenoPhase(this.#options, conn);
+    const options = this.#options;
+    const phase = options.lazy
+      ? new LazyPhase(options, conn, this.#pool, this.#pending)
+      : new DenoPhase(options, conn);
     let step = phase.start();
+    if (step === "wait" && options.lazy) {
+      // Handed over now; the connection reads its header on first use. Until then it is
+      // in its header phase: closed with the listener, timed out by the options' clock.
+      this.#pending.add(conn);
+      const proxyConn = new ProxyConn(conn, null, EMPTY);
+      defer(proxyConn, phase as LazyPhase);
+      this.#deliver(proxyConn);
+      return;
+    }
     if (step === "wait") {
       this.#pending.add(conn);
-      step = await this.#readHeader(phase);
+      step = await readHeader(phase, this.#pool);
       this.#pending.delete(conn);
     }
     if (step === "pause") step = await phase.settled!;
@@ -361,34 +538,6 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     const proxyConn = new ProxyConn(conn, phase.header, phase.rest);
     if (phase.lent !== undefined) lend(proxyConn, this.#pool, phase.lent);
     this.#deliver(proxyConn);
-  }
-
-  /**
-   * Reads until the phase is decided; one read takes a usual header that has arrived, and
-   * what came with it. Bytes after the header stay in the pooled buffer, lent to the
-   * connection (`phase.lent`) instead of copied.
-   */
-  async #readHeader(phase: DenoPhase): Promise<AcceptStep> {
-    const pool = this.#pool;
-    const buffer = pool.take();
-    let step: AcceptStep = "wait";
-    try {
-      while (step === "wait") {
-        let n: number | null;
-        try {
-          n = await phase.conn.read(buffer);
-        } catch (error) {
-          return phase.closed(error);
-        }
-        step = n === null ? phase.end() : phase.data(buffer.subarray(0, n));
-        if (step === "wait" && phase.done) return "refuse"; // timed out meanwhile
-      }
-      // A view of `buffer` (not a copy the phase made while validating) is lent out.
-      if (step === "open" && phase.rest.buffer === buffer.buffer) phase.lent = buffer;
-      return step;
-    } finally {
-      if (phase.lent !== buffer) pool.give(buffer);
-    }
   }
 
   #deliver(conn: ProxyConn): void {
@@ -494,9 +643,17 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
  * Listens for TCP connections that start with a PROXY header, as `Deno.listen` does for
  * plain ones.
  *
+ * With `lazy: true`, for protocols where the server speaks first, `accept()` yields each
+ * connection at once, before its header: writes go through, and the first `read` (or
+ * read of `readable`) reads the header, then gives payload only; `await
+ * conn.proxyHeaderSettled` reads it too. The timeout counts from the accept. A lazy
+ * connection refused later is reported to `onError` and closed by the listener, and its
+ * reads and `proxyHeaderSettled` reject with the {@linkcode ProxyProtocolError}; closing
+ * the listener closes lazy connections still waiting for their header.
+ *
  * @param options `Deno.listen`'s TCP options (`port`, `hostname`, `reusePort`) and the
  * shared ones: `policy` (default `"require"`), `trust`, `untrusted`, `timeout`,
- * `maxHeaderLength`, `verifyChecksum`, `validate`, `onError`.
+ * `maxHeaderLength`, `verifyChecksum`, `validate`, `onError`, `lazy`.
  * @returns The listener.
  * @throws {TypeError | RangeError} For bad options, at once.
  *
@@ -519,6 +676,30 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
  * assert.equal(conn.remoteAddr.hostname, "203.0.113.7");
  * assert.equal(conn.proxyHeader?.version, 2);
  * client.close();
+ * ```
+ *
+ * @example A server that speaks first (SMTP): `lazy`
+ * ```ts
+ * import { listen } from "@proxy-protocol/edge/deno";
+ * import assert from "node:assert/strict";
+ *
+ * await using listener = listen({ hostname: "127.0.0.1", port: 0, lazy: true });
+ * using client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * using conn = await listener.accept(); // before the header
+ * await conn.write(new TextEncoder().encode("220 ready\r\n"));
+ *
+ * const greeting = new Uint8Array(64);
+ * const n = await client.read(greeting); // the client reads the greeting, then sends
+ * assert.equal(new TextDecoder().decode(greeting.subarray(0, n!)), "220 ready\r\n");
+ * await client.write(new TextEncoder().encode(
+ *   "PROXY TCP4 203.0.113.7 10.0.0.5 51234 25\r\nEHLO x\r\n",
+ * ));
+ *
+ * const line = new Uint8Array(64);
+ * const m = await conn.read(line); // reads the header first: payload only
+ * assert.equal(new TextDecoder().decode(line.subarray(0, m!)), "EHLO x\r\n");
+ * assert.equal(conn.remoteAddr.hostname, "203.0.113.7");
+ * assert.equal((await conn.proxyHeaderSettled)?.command, "PROXY");
  * ```
  */
 export function listen(options: ListenOptions): ProxyListener {

@@ -11,7 +11,7 @@
  */
 
 import type { ProxyHeader } from "../types.ts";
-import type { ProxyProtocolOptions } from "../connection/options.ts";
+import { type ProxyProtocolOptions, refuseLazy } from "../connection/options.ts";
 import { misdirected, RelayRegistry } from "../connection/relay.ts";
 import { listen, type ProxyConn, type ProxyListener } from "./listen.ts";
 
@@ -302,7 +302,8 @@ export class ProxyHttpServer implements Deno.HttpServer<Deno.NetAddr> {
  *   `onError` (refused connections; a handler that throws gets `Deno.serve`'s 500).
  * @param handler The request handler (or `options.handler`).
  * @returns The running server; `shutdown()` or the `signal` stops it.
- * @throws {TypeError | RangeError} For bad options, at once.
+ * @throws {TypeError | RangeError} For bad options (`lazy` too: HTTP clients speak
+ *   first), at once.
  *
  * @example Report the client's address
  * ```ts
@@ -328,6 +329,7 @@ export function serve(
 ): ProxyHttpServer {
   const handle = handler ?? options.handler;
   if (typeof handle !== "function") throw new TypeError("serve needs a handler");
+  refuseLazy(options, "serve");
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new TypeError("cert and key go together");
   }

@@ -153,6 +153,8 @@ export class ProxyTlsConn implements Deno.TlsConn {
  * @param options `cert`, `key`, and `alpnProtocols` to offer.
  * @returns The TLS connection, with the client's addresses and the header.
  * @throws {Error} When `cert` or `key` is not valid PEM (the `ProxyConn` is left open).
+ * @throws {ProxyProtocolError} When a `lazy` connection's header phase refuses it (the
+ *   listener has closed it).
  *
  * @example A TLS greeting behind a load balancer
  * ```ts
@@ -192,6 +194,8 @@ export class ProxyTlsConn implements Deno.TlsConn {
  * ```
  */
 export async function startTls(conn: ProxyConn, options: StartTlsOptions): Promise<ProxyTlsConn> {
+  // A lazy connection: the header first, so that the TLS connection reports its addresses.
+  await conn.proxyHeaderSettled;
   const listener = Deno.listenTls({
     hostname: "127.0.0.1",
     port: 0,

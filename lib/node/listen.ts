@@ -30,8 +30,18 @@ import type { ProxyHeader } from "../types.ts";
  * an ordinary `net.Socket`.
  */
 export interface ProxySocket extends net.Socket {
-  /** The header that came, or `null` when none came or the policy ignores it. */
+  /**
+   * The header that came, or `null` when none came or the policy ignores it (and, from a
+   * `lazy` server, until the header phase is over).
+   */
   readonly proxyHeader: ProxyHeader | null;
+  /**
+   * Resolves to `proxyHeader` once the header phase is over, after which it and the
+   * addresses are final; already resolved unless the server is `lazy`. On a lazy socket
+   * it rejects with the {@linkcode ProxyProtocolError} when the connection is refused (the
+   * server has then reported it to `onError` and destroyed the socket).
+   */
+  readonly proxyHeaderSettled: Promise<ProxyHeader | null>;
   /** The client's address: the header's source, or the socket's peer. */
   readonly remoteAddress: string;
   /** The client's port. */
@@ -57,6 +67,16 @@ const PROXY_CONNECTION = "proxyConnection";
 const EMPTY = new Uint8Array(0);
 /** The accept phase of a socket, while it runs. */
 const PHASE = Symbol("proxyProtocolPhase");
+/**
+ * `proxyHeaderSettled` of a socket handed over with its header: one descriptor for every
+ * socket, and a promise only for those asked.
+ */
+const SETTLED: PropertyDescriptor = {
+  get(this: { proxyHeader: ProxyHeader | null }): Promise<ProxyHeader | null> {
+    return Promise.resolve(this.proxyHeader);
+  },
+  configurable: true,
+};
 
 type PhasedSocket = net.Socket & { [PHASE]?: NodePhase | undefined };
 
@@ -77,6 +97,15 @@ type PhasedSocket = net.Socket & { [PHASE]?: NodePhase | undefined };
  * once a burst instead of emitting `error`; other server errors (`EADDRINUSE`, ...) are
  * emitted as usual. The usual `"connection"` event still fires, with the raw socket,
  * before the header is read. Sockets handed on are the application's to close.
+ *
+ * With `lazy: true`, for protocols where the server speaks first, `"proxyConnection"`
+ * fires at once, before the header: writes go through, the header is read as bytes
+ * arrive, and `data`, `pipe` and async iteration see payload only, after it. Until
+ * `await socket.proxyHeaderSettled`, `proxyHeader` is `null` and the addresses are the
+ * socket's own. A lazy socket refused later (a bad header, the timeout, `validate`) is
+ * reported to `onError` and destroyed by the server, and `proxyHeaderSettled` rejects.
+ * Read it through events, `pipe` or async iteration (which the server holds back until
+ * the header is in); a `read()` outside a `readable` event could take header bytes.
  *
  * With node:http, hand the sockets on:
  * `createServer(options, (socket) => httpServer.emit("connection", socket))`; the
@@ -117,6 +146,29 @@ type PhasedSocket = net.Socket & { [PHASE]?: NodePhase | undefined };
  * app.close();
  * ```
  *
+ * @example A server that speaks first (SMTP) behind a load balancer: `lazy`
+ * ```ts
+ * import { createServer } from "@proxy-protocol/edge/node";
+ * import assert from "node:assert/strict";
+ * import net from "node:net";
+ *
+ * const server = createServer({ lazy: true }, (socket) => {
+ *   socket.write("220 ready\r\n"); // before the header: the client sends it after this
+ *   socket.once("data", () => socket.end(`250 ${socket.remoteAddress}\r\n`));
+ * });
+ * await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+ * const { port } = server.address() as net.AddressInfo;
+ *
+ * const client = net.connect(port, "127.0.0.1");
+ * let reply = "";
+ * for await (const chunk of client) {
+ *   if (reply === "") client.write("PROXY TCP4 203.0.113.7 10.0.0.5 51234 25\r\nEHLO x\r\n");
+ *   reply += chunk;
+ * }
+ * assert.equal(reply, "220 ready\r\n250 203.0.113.7\r\n");
+ * await new Promise((resolve) => server.close(resolve));
+ * ```
+ *
  * @example Health checks and the header itself
  * ```ts
  * import { createServer } from "@proxy-protocol/edge/node";
@@ -151,7 +203,9 @@ export function createServer(
   server.on("connection", (socket: net.Socket) => {
     if (backoff.failures > 0) backoff.succeeded();
     const phase = new NodePhase(resolved, server, socket);
-    phase.act(phase.start());
+    const step = phase.start();
+    phase.act(step);
+    if (step === "wait" && resolved.lazy) phase.handOverLazily();
   });
   server.on("error", function onServerError(error: Error & { syscall?: string }) {
     if (error.syscall !== "accept") {
@@ -183,6 +237,13 @@ function inputEnded(socket: net.Socket): boolean {
 class NodePhase extends AcceptPhase {
   readonly server: net.Server;
   readonly socket: PhasedSocket;
+  /** Lazy: the socket went to the application before its header. */
+  handed = false;
+  /** Lazy: the phase is reading; `read()` emits `data`, which is not the application's. */
+  reading = false;
+  /** Lazy: the socket's `emit` before the hand-over, and whether it was its own. */
+  #emit: net.Socket["emit"] | undefined = undefined;
+  #ownEmit = false;
 
   constructor(options: ResolvedOptions, server: net.Server, socket: net.Socket) {
     super(options);
@@ -202,6 +263,31 @@ class NodePhase extends AcceptPhase {
   protected override timedOut(): void {
     this.#detach();
     this.socket.destroy();
+    if (this.handed) this.announce();
+  }
+
+  /**
+   * Lazy: hands the socket to the application before its header. The phase's `readable`
+   * listener stays: while there is one, a `data` listener does not start the flow, so the
+   * application sees no byte before the header is in.
+   */
+  handOverLazily(): void {
+    const socket = this.socket as net.Socket & {
+      proxyHeader?: ProxyHeader | null;
+      proxyHeaderSettled?: Promise<ProxyHeader | null>;
+    };
+    this.handed = true;
+    // `read()` emits `data` as it returns a chunk: hide the header phase's reads from the
+    // application's `data` listeners (its own reads still emit).
+    const emit = this.#emit = socket.emit;
+    this.#ownEmit = Object.hasOwn(socket, "emit");
+    socket.emit = (event: string | symbol, ...args: unknown[]): boolean => {
+      if (event === "data" && this.reading) return false;
+      return Reflect.apply(emit, socket, [event, ...args]) as boolean;
+    };
+    socket.proxyHeader = null;
+    socket.proxyHeaderSettled = this.outcome;
+    this.server.emit(PROXY_CONNECTION, socket);
   }
 
   /** Does what the accept phase asks. */
@@ -218,6 +304,14 @@ class NodePhase extends AcceptPhase {
         }
         return;
       case "pause":
+        // Lazy: the application listens already. The `readable` listener stays, so that its
+        // `data` listeners do not start the flow, but reads nothing until `validate`
+        // settles: the stream stops at its high-water mark, the kernel's buffers hold the
+        // rest.
+        if (this.handed) {
+          this.settled!.then((next) => this.act(next));
+          return;
+        }
         // Not reading is pausing: the kernel's buffers hold the client back. The bytes
         // after the header go back now, so that `end` cannot fire before they are read.
         socket.removeListener("readable", onReadable);
@@ -226,11 +320,12 @@ class NodePhase extends AcceptPhase {
         this.settled!.then((next) => this.act(next));
         return;
       case "open":
-        return this.#open();
+        return this.handed ? this.#openLazily() : this.#open();
       case "refuse":
         this.#detach();
         socket.on("error", ignore); // a late error on the destroyed socket
         socket.destroy();
+        if (this.handed) this.announce();
         return;
     }
   }
@@ -239,6 +334,11 @@ class NodePhase extends AcceptPhase {
     const socket = this.socket;
     if (socket[PHASE] === undefined) return;
     socket[PHASE] = undefined;
+    if (this.#emit !== undefined) {
+      if (this.#ownEmit) socket.emit = this.#emit;
+      else delete (socket as Partial<net.Socket>).emit;
+      this.#emit = undefined;
+    }
     socket.removeListener("readable", onReadable);
     socket.removeListener("end", onEnd);
     socket.removeListener("close", onClose);
@@ -257,6 +357,31 @@ class NodePhase extends AcceptPhase {
     // listener.
     process.nextTick(handOver, this, header);
   }
+
+  /**
+   * Lazy: the header is in. The addresses and header first, then the bytes after it go
+   * back; removing the `readable` listener lets the stream flow on the next tick if the
+   * application listens for `data`.
+   */
+  #openLazily(): void {
+    const socket = this.socket;
+    const { header, rest } = this;
+    this.#detach();
+    const addresses = headerAddresses(header);
+    if (addresses !== undefined) setAddresses(socket, addresses);
+    (socket as { proxyHeader?: ProxyHeader | null }).proxyHeader = header;
+    if (rest.length > 0) socket.unshift(rest);
+    this.announce();
+  }
+}
+
+/**
+ * Lazy sockets still in their header phase: the promise of its outcome, else `undefined`.
+ * Internal (for `startTls`, which must not start before the header is in).
+ */
+export function headerPending(socket: net.Socket): Promise<ProxyHeader | null> | undefined {
+  const phase = (socket as PhasedSocket)[PHASE];
+  return phase?.handed ? phase.outcome : undefined;
 }
 
 function handOver(phase: NodePhase, header: ProxyHeader | null): void {
@@ -274,6 +399,7 @@ function handOver(phase: NodePhase, header: ProxyHeader | null): void {
   const addresses = headerAddresses(header);
   if (addresses !== undefined) setAddresses(socket, addresses);
   (socket as { proxyHeader?: ProxyHeader | null }).proxyHeader = header;
+  Object.defineProperty(socket, "proxyHeaderSettled", SETTLED);
   phase.server.emit(PROXY_CONNECTION, socket);
 }
 
@@ -311,13 +437,15 @@ function setAddresses(
 
 function onReadable(this: PhasedSocket): void {
   const phase = this[PHASE];
-  if (phase === undefined) return;
+  if (phase === undefined || phase.validating) return;
   let step: AcceptStep = "wait";
   // read(n) of exactly what is buffered: unlike read(), it does not queue `end` when it
   // drains an ended stream, so `end` waits for the application's first read.
   let length: number;
   while (step === "wait" && !phase.done && (length = this.readableLength) > 0) {
+    phase.reading = true;
     const chunk = this.read(length) as Uint8Array | null;
+    phase.reading = false;
     if (chunk === null) break;
     step = phase.data(chunk);
   }

@@ -9,7 +9,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import type { ProxyProtocolOptions } from "../connection/options.ts";
-import { OPTION_KEYS } from "../connection/options.ts";
+import { OPTION_KEYS, refuseLazy } from "../connection/options.ts";
 import { createServer, type ProxySocket } from "./listen.ts";
 import { adoptAddresses, startTls, type StartTlsOptions } from "./tls.ts";
 
@@ -60,7 +60,8 @@ const TLS_EVENTS: Record<string, number> = { secureConnection: 0, tlsClientError
  * @param server The server: an `http`, `https`, `http2` or `tls` server.
  * @param options The PROXY protocol options.
  * @returns The same server.
- * @throws {TypeError} For a server already served, bad options (as `createServer`).
+ * @throws {TypeError} For a server already served, `lazy` (HTTP clients speak first), bad
+ *   options (as `createServer`).
  * @throws {RangeError} For a timeout below 3 s without `allowShortTimeout`, or a bad size.
  *
  * @example An existing node:http server behind a load balancer
@@ -104,6 +105,7 @@ const TLS_EVENTS: Record<string, number> = { secureConnection: 0, tlsClientError
 export function serve<S extends ConnectionServer>(server: S, options: ServeOptions = {}): S {
   const marked = server as S & { [SERVED]?: true };
   if (marked[SERVED]) throw new TypeError("this server is already behind the PROXY header");
+  refuseLazy(options, "serve");
   const proxyOptions: ServeOptions = {};
   for (const [key, value] of Object.entries(options)) {
     if (OPTION_KEYS.has(key)) (proxyOptions as Record<string, unknown>)[key] = value;

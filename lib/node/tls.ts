@@ -9,7 +9,7 @@ import type net from "node:net";
 import tls from "node:tls";
 import { ProxyProtocolError } from "../error.ts";
 import type { ProxyHeader } from "../types.ts";
-import type { ProxySocket } from "./listen.ts";
+import { headerPending, type ProxySocket } from "./listen.ts";
 
 /**
  * A server-side `tls.TLSSocket` whose `remoteAddress`, `remotePort`, `remoteFamily`,
@@ -45,7 +45,9 @@ export interface StartTlsOptions extends Omit<tls.TLSSocketOptions, "isServer"> 
  * caller's; ending or destroying it closes the connection. When the handshake fails,
  * times out or the client leaves, both are destroyed here and the promise rejects with a
  * {@linkcode ProxyProtocolError} (`TIMEOUT`, or `CONNECTION_CLOSED` with the TLS error as
- * `cause`); do not use the connection after calling this.
+ * `cause`); do not use the connection after calling this. On a socket of a `lazy` server,
+ * TLS starts once its header is in, and the promise rejects with the header phase's error
+ * if the connection is refused.
  *
  * @param socket A connection from `createServer` (or any `net.Socket` or Duplex).
  * @param options The TLS options; `isServer` is forced.
@@ -74,6 +76,9 @@ export function startTls(
   socket: net.Socket | ProxySocket,
   options: StartTlsOptions = {},
 ): Promise<ProxyTlsSocket> {
+  // A lazy socket: TLS starts once its header is in (and not at all if it is refused).
+  const pending = headerPending(socket);
+  if (pending !== undefined) return pending.then(() => startTls(socket, options));
   const { handshakeTimeout = 120_000, ...rest } = options;
   const secure = new tls.TLSSocket(socket, { ...rest, isServer: true }) as ProxyTlsSocket;
   adoptAddresses(secure, socket);

@@ -117,40 +117,48 @@ const LONG = { timeout: 60_000 };
 export function faultSuite(adapter: "node" | "bun" | "deno"): void {
   const name = `${adapter} adapter on ${runtime}`;
 
-  it(
-    `${name}: memory stays bounded while an async validate runs, and every byte arrives`,
-    LONG,
-    async () => {
-      const child = await Child.start(adapter, "stream", { validateMs: SIZES.validateMs });
-      try {
-        const sent = await stream(child.port, AWS_HEADER, SIZES.streamTotal);
-        const done = await child.next("done", 30_000);
-        const v = done.validation;
-        const growth = v.rssPeak - v.rssStart;
-        console.log(
-          `[faults] ${name}: fault 1: sent ${fmtMiB(sent.sent)} in ${sent.ms} ms; RSS during ` +
-            `validate ${fmtMiB(v.rssStart)} -> peak ${fmtMiB(v.rssPeak)} (+${fmtMiB(growth)}); ` +
-            `first payload ${done.firstDataAfterValidate} ms after validate; received ` +
-            `${fmtMiB(done.bytes)}, sha256 ${done.sha256 === sent.sha256 ? "matches" : "DIFFERS"}`,
-        );
-        assert.equal(v.runs, 1, "validate ran once");
-        assert.ok(
-          growth < SIZES.validateGrowthBound,
-          `RSS grew ${fmtMiB(growth)} while validate ran (bound ${
-            fmtMiB(SIZES.validateGrowthBound)
-          })`,
-        );
-        assert.ok(
-          done.firstDataAfterValidate === null || done.firstDataAfterValidate >= 0,
-          "the application got payload before validate settled",
-        );
-        assert.equal(done.bytes, sent.sent, "the application got every byte");
-        assert.equal(done.sha256, sent.sha256, "the application got the bytes in order");
-      } finally {
-        await child.stop();
-      }
-    },
-  );
+  for (const lazy of [false, true]) {
+    it(
+      `${name}${
+        lazy ? ", lazy" : ""
+      }: memory stays bounded while an async validate runs, and every byte arrives`,
+      LONG,
+      async () => {
+        const child = await Child.start(adapter, "stream", { validateMs: SIZES.validateMs, lazy });
+        try {
+          const sent = await stream(child.port, AWS_HEADER, SIZES.streamTotal);
+          const done = await child.next("done", 30_000);
+          const v = done.validation;
+          const growth = v.rssPeak - v.rssStart;
+          console.log(
+            `[faults] ${name}${lazy ? ", lazy" : ""}: fault 1: sent ${
+              fmtMiB(sent.sent)
+            } in ${sent.ms} ms; RSS during ` +
+              `validate ${fmtMiB(v.rssStart)} -> peak ${fmtMiB(v.rssPeak)} (+${fmtMiB(growth)}); ` +
+              `first payload ${done.firstDataAfterValidate} ms after validate; received ` +
+              `${fmtMiB(done.bytes)}, sha256 ${
+                done.sha256 === sent.sha256 ? "matches" : "DIFFERS"
+              }`,
+          );
+          assert.equal(v.runs, 1, "validate ran once");
+          assert.ok(
+            growth < SIZES.validateGrowthBound,
+            `RSS grew ${fmtMiB(growth)} while validate ran (bound ${
+              fmtMiB(SIZES.validateGrowthBound)
+            })`,
+          );
+          assert.ok(
+            done.firstDataAfterValidate === null || done.firstDataAfterValidate >= 0,
+            "the application got payload before validate settled",
+          );
+          assert.equal(done.bytes, sent.sent, "the application got every byte");
+          assert.equal(done.sha256, sent.sha256, "the application got the bytes in order");
+        } finally {
+          await child.stop();
+        }
+      },
+    );
+  }
 
   it(
     `${name}: an idle connection keeps no more than its header (RSS, ${SIZES.idleConnections} connections)`,
