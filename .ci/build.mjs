@@ -56,4 +56,6 @@ for (const file of readdirSync("dist", { recursive: true, encoding: "utf8" })) {
   const text = readFileSync(path, "utf8");
   writeFileSync(path, text.replace(/(from\s+"\.{1,2}\/[^"]*)\.ts"/g, '$1.js"'));
 }
+// dist/cli.js is package.json's "bin": it starts with a hashbang (the library files do not).
+writeFileSync("dist/cli.js", "#!/usr/bin/env node\n" + readFileSync("dist/cli.js", "utf8"));
 console.log(`built dist/ from ${Object.values(entries).join(", ")}`);

@@ -41,18 +41,21 @@ for (const key of ["name", "version", "license"]) {
 }
 
 // Runtime APIs only in their runtime's folder: lib/deno (Deno.*), lib/bun (Bun.*),
-// lib/node and the runtime folders that use node:* (node:net, node:tls ...).
+// lib/node and the runtime folders that use node:* (node:net, node:tls ...). The command
+// line (cli/) is a program, not a library module: it may use all three.
 const RULES = [
-  { api: /\bDeno\./, name: "Deno.*", allowed: ["lib/deno/"] },
-  { api: /\bBun\./, name: "Bun.*", allowed: ["lib/bun/"] },
+  { api: /\bDeno\./, name: "Deno.*", allowed: ["lib/deno/", "cli/"] },
+  { api: /\bBun\./, name: "Bun.*", allowed: ["lib/bun/", "cli/"] },
   {
     api: /from\s+["']node:|import\(\s*["']node:/,
     name: "node:*",
-    allowed: ["lib/node/", "lib/deno/", "lib/bun/"],
+    allowed: ["lib/node/", "lib/deno/", "lib/bun/", "cli/"],
   },
 ];
 const sources = [
   "mod.ts",
+  ...readdirSync("cli", { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(".ts")).map((f) => `cli/${f}`),
   ...readdirSync("lib", { recursive: true, encoding: "utf8" })
     .filter((f) => f.endsWith(".ts")).map((f) => `lib/${f}`),
 ];

@@ -10,6 +10,8 @@ import path from "node:path";
 import { entries } from "./entries.mjs";
 
 const repo = process.cwd();
+/** "PROXY UNKNOWN\r\n" as hex, for the bin's decode command. */
+const LOCAL_V1_HEX = Buffer.from("PROXY UNKNOWN\r\n").toString("hex");
 const bin = (name) => path.join(repo, "node_modules/.bin", name);
 const scratch = mkdtempSync(path.join(os.tmpdir(), "proxy-protocol-package-"));
 const run = (cmd, args, options = {}) =>
@@ -51,7 +53,10 @@ const header = "PROXY TCP4 203.0.113.7 10.0.0.5 51234 443\\r\\n";
 const decoded = codec.decodeHeader(new TextEncoder().encode(header));
 if (decoded?.header.source?.address !== "203.0.113.7") throw new Error("decode failed");
 for (const m of modules) {
-  if (m.ProxyProtocolError !== codec.ProxyProtocolError) throw new Error("two error classes");
+  // Entries that export the class (not ./cli) share one.
+  if ("ProxyProtocolError" in m && m.ProxyProtocolError !== codec.ProxyProtocolError) {
+    throw new Error("two error classes");
+  }
 }
 const check = (got) => {
   if (got !== "hello 203.0.113.7:51234") throw new Error("served " + JSON.stringify(got));
@@ -112,7 +117,11 @@ console.log("deno: " + specifiers.length + " entries, served");
     run(process.execPath, ["node-cjs.cjs"]),
     run(bin("bun"), ["bun.mjs"]),
     run(bin("deno"), ["run", "-A", "--node-modules-dir=manual", "deno.mjs"]),
+    // The command line as a user runs it: the package's bin, on Node.
+    run(path.join(scratch, "node_modules/.bin/proxy-protocol"), ["decode", LOCAL_V1_HEX]),
   ];
+  if (JSON.parse(out.at(-1)).command !== "LOCAL") throw new Error(`the bin said ${out.at(-1)}`);
+  out[out.length - 1] = "bin: proxy-protocol decode gave LOCAL\n";
   process.stdout.write(`installed ${tarball} in ${scratch}\n${out.join("")}`);
 } catch (error) {
   process.stderr.write(`${error.stdout ?? ""}${error.stderr ?? ""}\n`);
