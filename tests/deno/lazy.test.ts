@@ -4,9 +4,9 @@
 import assert from "node:assert/strict";
 import { listen, type ProxyConn } from "@proxy-protocol/edge/deno";
 import type { ProxyProtocolError } from "@proxy-protocol/edge";
-import type { Registrar } from "../listen/cases.ts";
 import { connect, decode, until } from "../listen/client.ts";
 import { answer, defineLazySuite, GREETING, type LazyDriver, outcomeOf } from "../listen/lazy.ts";
+import { sanitized } from "./registrar.ts";
 
 const encoder = new TextEncoder();
 
@@ -56,27 +56,7 @@ const driver: LazyDriver = {
   },
 };
 
-const path: string[] = [];
-const registrar: Registrar = {
-  describe(name, fn) {
-    path.push(name);
-    try {
-      fn();
-    } finally {
-      path.pop();
-    }
-  },
-  it(name, fn) {
-    Deno.test({
-      name: [...path, name].join(" > "),
-      sanitizeOps: true,
-      sanitizeResources: true,
-      fn,
-    });
-  },
-};
-
-defineLazySuite("deno listen", driver, registrar);
+defineLazySuite("deno listen", driver, sanitized);
 
 const HEADER = "PROXY TCP4 203.0.113.7 10.0.0.5 51234 25\r\n";
 

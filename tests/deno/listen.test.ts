@@ -16,8 +16,9 @@ import {
   type ProxyHeaderInit,
   type ProxyProtocolError,
 } from "@proxy-protocol/edge";
-import { defineListenerSuite, type Driver, type Registrar } from "../listen/cases.ts";
+import { defineListenerSuite, type Driver } from "../listen/cases.ts";
 import { report } from "../listen/client.ts";
+import { sanitized } from "./registrar.ts";
 
 /** Reads a connection until the client ends, then answers with the shared report. */
 async function reportSeen(conn: ProxyConn): Promise<void> {
@@ -71,28 +72,7 @@ const driver: Driver = {
   },
 };
 
-/** describe and it as Deno.test cases, each with the sanitizers on. */
-const path: string[] = [];
-const registrar: Registrar = {
-  describe(name, fn) {
-    path.push(name);
-    try {
-      fn();
-    } finally {
-      path.pop();
-    }
-  },
-  it(name, fn) {
-    Deno.test({
-      name: [...path, name].join(" > "),
-      sanitizeOps: true,
-      sanitizeResources: true,
-      fn,
-    });
-  },
-};
-
-defineListenerSuite("deno listen", driver, registrar);
+defineListenerSuite("deno listen", driver, sanitized);
 
 const sanitize = { sanitizeOps: true, sanitizeResources: true };
 const text = (s: string) => new TextEncoder().encode(s);

@@ -4,7 +4,6 @@
 import assert from "node:assert/strict";
 import { encodeDatagram } from "@proxy-protocol/edge";
 import { DatagramMessage, listenDatagram } from "@proxy-protocol/edge/deno";
-import type { Registrar } from "../listen/cases.ts";
 import {
   defineDatagramSuite,
   Proxy,
@@ -12,6 +11,7 @@ import {
   type UdpDriver,
 } from "../listen/udp_cases.ts";
 import { decode, text } from "../listen/client.ts";
+import { sanitized } from "./registrar.ts";
 
 const driver: UdpDriver = {
   async start(options, hostname) {
@@ -40,28 +40,7 @@ const driver: UdpDriver = {
   },
 };
 
-/** describe and it as Deno.test cases, each with the sanitizers on. */
-const path: string[] = [];
-const registrar: Registrar = {
-  describe(name, fn) {
-    path.push(name);
-    try {
-      fn();
-    } finally {
-      path.pop();
-    }
-  },
-  it(name, fn) {
-    Deno.test({
-      name: [...path, name].join(" > "),
-      sanitizeOps: true,
-      sanitizeResources: true,
-      fn,
-    });
-  },
-};
-
-defineDatagramSuite("deno listenDatagram", driver, registrar);
+defineDatagramSuite("deno listenDatagram", driver, sanitized);
 
 const sanitize = { sanitizeOps: true, sanitizeResources: true };
 const UDP4 = {
