@@ -44,6 +44,8 @@ export type { EffectiveAddresses } from "./lib/connection/addresses.ts";
 export type { PeerInfo } from "./lib/connection/peer.ts";
 export type { ProxyPolicy, UntrustedPolicy } from "./lib/connection/policy.ts";
 export type { ProxyProtocolOptions } from "./lib/connection/options.ts";
+export { HEADER_BUCKETS, ListenerMetrics } from "./lib/connection/metrics.ts";
+export type { MetricsSnapshot } from "./lib/connection/metrics.ts";
 export type { SessionResult } from "./lib/connection/session.ts";
 export type {
   DecodeOptions,

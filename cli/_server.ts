@@ -1,8 +1,10 @@
 /**
  * A listener of the CLI's servers (gateway, inspect): the library's `createServer` (on
- * `node:net`, which runs on Deno, Bun and Node), with refusals logged and counted, the
- * header phase timed, a cap on open connections, optional TLS after the header, and a
- * graceful close. Internal.
+ * `node:net`, which runs on Deno, Bun and Node), with refusals logged, a cap on open
+ * connections, optional TLS after the header, and a graceful close. The library's own
+ * `metrics` option counts accepted, refused and open connections and times the header
+ * phase; this adds what the library cannot see: failed TLS handshakes and connections
+ * dropped at the cap. Internal.
  *
  * @module
  */
@@ -31,7 +33,10 @@ export interface ListenerOptions {
   accept: ProxyProtocolOptions;
   /** Logs. */
   log: Logger;
-  /** Counters. */
+  /**
+   * Counters: the library's listener keeps them (accepted, refused, open, bytes), and this
+   * adds `TLS_HANDSHAKE` and `MAX_CONNECTIONS` refusals.
+   */
   metrics: ListenerMetrics;
   /** The most connections open at once (header phase included); 0 for no cap. */
   maxConnections: number;
@@ -70,10 +75,10 @@ export function startListener(options: ListenerOptions): Promise<Listener> {
 
   const server = createServer({
     ...options.accept,
+    metrics,
     allowHalfOpen: true,
     noDelay: true,
     onError(error, peer) {
-      metrics.onRefused(error.code);
       log.log("warn", "refused", {
         ...errorFields(error),
         peer: peer === undefined ? undefined : `${peer.remoteAddress}:${peer.remotePort}`,
@@ -84,7 +89,6 @@ export function startListener(options: ListenerOptions): Promise<Listener> {
     const headerMs = start === undefined ? 0 : performance.now() - start.at;
     const peer = { address: start?.address ?? "", port: start?.port ?? 0 };
     if (context === undefined) {
-      metrics.onAccepted(headerMs);
       options.onConnection(socket, { peer, headerMs }, socket);
       return;
     }
@@ -94,9 +98,10 @@ export function startListener(options: ListenerOptions): Promise<Listener> {
       rejectUnauthorized: false,
       handshakeTimeout: options.accept.timeout ?? 10_000,
     }).then((secure) => {
-      metrics.onAccepted(performance.now() - (start?.at ?? 0));
       options.onConnection(secure, { peer, headerMs }, socket);
     }, (error: Error & { code?: string }) => {
+      // Counted accepted (its header phase succeeded), and refused here; the raw socket's
+      // close counts it closed.
       metrics.onRefused("TLS_HANDSHAKE");
       log.log("warn", "refused", {
         code: "TLS_HANDSHAKE",

@@ -219,7 +219,7 @@ export async function startGateway(
   log: Logger,
   options: { reusePort?: boolean; signals?: boolean; serveMetrics?: boolean } = {},
 ): Promise<RunningGateway> {
-  const metrics = new ListenerMetrics();
+  const metrics = new RelayMetrics();
   const upstreams = new Upstreams(config.upstreams, config.connectTimeout);
   const tlsOptions = config.tls === undefined
     ? undefined
@@ -314,7 +314,7 @@ async function handle(
   info: Accepted,
   config: GatewayConfig,
   upstreams: Upstreams,
-  metrics: ListenerMetrics,
+  metrics: RelayMetrics,
   log: Logger,
 ): Promise<void> {
   const id = config.uniqueId ? randomUUID() : undefined;
@@ -325,7 +325,6 @@ async function handle(
   } catch (error) {
     // A passed TLV too long for the header, say: nothing to send.
     log.log("warn", "cannot write header", { from, ...errorFields(error) });
-    metrics.onClosed();
     client.destroy();
     return;
   }
@@ -349,7 +348,6 @@ async function handle(
     }
     upstream?.destroy();
     client.destroy();
-    metrics.onClosed();
     return;
   }
   const to = `${upstream.remoteAddress}:${upstream.remotePort}`;
@@ -357,7 +355,7 @@ async function handle(
     log.log("debug", "open", { from, peer: `${info.peer.address}:${info.peer.port}`, to, id });
   }
   const result = await relay(client, upstream, config.idleTimeout, header.length);
-  metrics.onClosed(result.bytesIn, result.bytesOut);
+  metrics.relayed(result.bytesIn, result.bytesOut);
   if (log.enabled("info")) {
     log.log("info", "connection", {
       from,
@@ -373,3 +371,21 @@ async function handle(
 }
 
 function noop(): void {}
+
+/**
+ * The gateway's counters: the library's listener counts connections (accepted, refused,
+ * open, the header phase's time) and this, upstream failures and the relay's payload
+ * bytes, counted after TLS, in place of the raw socket's.
+ */
+class RelayMetrics extends ListenerMetrics {
+  /** The listener's close: the bytes come from {@linkcode RelayMetrics.relayed}. */
+  override onClosed(): void {
+    super.onClosed(0, 0);
+  }
+
+  /** A relay's payload bytes, each way. */
+  relayed(bytesIn: number, bytesOut: number): void {
+    this.bytesIn += bytesIn;
+    this.bytesOut += bytesOut;
+  }
+}

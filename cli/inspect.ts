@@ -6,7 +6,6 @@
  * @module
  */
 
-import type net from "node:net";
 import type { ProxySocket } from "../lib/node/listen.ts";
 import { ListenerMetrics } from "../lib/connection/metrics.ts";
 import {
@@ -84,7 +83,7 @@ export async function startInspect(options: {
     log,
     metrics: new ListenerMetrics(),
     maxConnections: 0,
-    onConnection: (socket, info) => answer(socket as ProxySocket, info, log, listener.metrics),
+    onConnection: (socket, info) => answer(socket as ProxySocket, info, log),
   });
   let finish!: (code: number) => void;
   const done = new Promise<number>((resolve) => finish = resolve);
@@ -106,7 +105,7 @@ export async function startInspect(options: {
 const HTTP_REQUEST = /^[A-Z]{3,10} \S+ HTTP\/1\.[01]\r?\n/;
 const HTTP_START = /^[A-Z]{3,10} /;
 
-function answer(socket: ProxySocket, info: Accepted, log: Logger, metrics: ListenerMetrics) {
+function answer(socket: ProxySocket, info: Accepted, log: Logger) {
   const report = {
     client: { address: socket.remoteAddress, port: socket.remotePort },
     destination: { address: socket.localAddress, port: socket.localPort },
@@ -116,7 +115,6 @@ function answer(socket: ProxySocket, info: Accepted, log: Logger, metrics: Liste
   };
   let received = "";
   let done = false;
-  let bytesIn = 0;
   const reply = (http: boolean) => {
     if (done) return;
     done = true;
@@ -136,7 +134,6 @@ function answer(socket: ProxySocket, info: Accepted, log: Logger, metrics: Liste
   const timer = setTimeout(() => reply(false), 200);
   socket.setEncoding("latin1");
   socket.on("data", (chunk: string) => {
-    bytesIn += chunk.length;
     if (done) return;
     received += chunk;
     if (!HTTP_START.test(received) && !/^[A-Z]{1,10}$/.test(received)) return reply(false);
@@ -147,8 +144,5 @@ function answer(socket: ProxySocket, info: Accepted, log: Logger, metrics: Liste
   });
   socket.on("end", () => reply(HTTP_REQUEST.test(received)));
   socket.on("error", () => {});
-  socket.once("close", () => {
-    clearTimeout(timer);
-    metrics.onClosed(bytesIn, (socket as net.Socket).bytesWritten);
-  });
+  socket.once("close", () => clearTimeout(timer)); // the listener counts the close
 }

@@ -11,6 +11,8 @@ export type { ProxyProtocolErrorCode } from "./error.ts";
 export type { PeerInfo } from "./connection/peer.ts";
 export type { ProxyPolicy, UntrustedPolicy } from "./connection/policy.ts";
 export type { ProxyProtocolOptions } from "./connection/options.ts";
+export { HEADER_BUCKETS, ListenerMetrics } from "./connection/metrics.ts";
+export type { MetricsSnapshot } from "./connection/metrics.ts";
 export { headerFor } from "./connection/sender.ts";
 export type {
   AcceptedConnection,

@@ -45,6 +45,7 @@ class StreamPhase extends AcceptPhase {
 /** Resolves the options for one stream, which needs a peer for trust and policy functions. */
 function streamPhase(options: ReadProxyHeaderOptions): StreamPhase {
   const resolved = resolveOptions(options);
+  resolved.metrics = undefined; // a listener's: a stream has no close to count
   if (options.peer === undefined && needsPeer(resolved)) {
     throw new TypeError("trust and policy functions need options.peer");
   }

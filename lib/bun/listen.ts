@@ -382,6 +382,7 @@ class BunPhase extends AcceptPhase {
       define(socket, "localFamily", addresses.family);
     }
     define(socket, "proxyHeader", header);
+    if (this.options.metrics !== undefined) socket[BYTES_IN] = this.rest.length;
     if (handed) this.announce();
     else Object.defineProperty(socket, "proxyHeaderSettled", SETTLED);
     const proxySocket = socket as unknown as ProxySocket<unknown>;
@@ -412,7 +413,13 @@ class BunPhase extends AcceptPhase {
  */
 const PHASE = Symbol("proxyProtocolPhase");
 
-type PhasedSocket = BunSocket & { [PHASE]?: BunPhase | null | false | undefined };
+/** With `metrics`: the payload bytes a socket has read since its header phase. */
+const BYTES_IN = Symbol("proxyProtocolBytesIn");
+
+type PhasedSocket = BunSocket & {
+  [PHASE]?: BunPhase | null | false | undefined;
+  [BYTES_IN]?: number;
+};
 
 /**
  * `proxyHeaderSettled` of a socket opened with its header: one descriptor for every
@@ -434,6 +441,7 @@ function headerHandler(
   user: ProxySocketHandler<unknown>,
 ): BunSocketHandler {
   const u = user as unknown as BunSocketHandler;
+  const metrics = resolved.metrics;
   const handler: BunSocketHandler = {
     open(socket: PhasedSocket) {
       const phase = new BunPhase(resolved, socket, user);
@@ -457,6 +465,10 @@ function headerHandler(
     },
     close(socket: PhasedSocket, error) {
       const phase = socket[PHASE];
+      if (phase === undefined && metrics !== undefined) {
+        const written = (socket as { bytesWritten?: unknown }).bytesWritten;
+        metrics.onClosed(socket[BYTES_IN] ?? 0, typeof written === "number" ? written : 0);
+      }
       if (phase === undefined || phase === false) return u.close?.(socket, error);
       if (phase === null) return;
       phase.act(phase.closed(error));
@@ -470,6 +482,16 @@ function headerHandler(
       if (opened(socket)) return u.timeout?.(socket);
     },
   };
+  if (metrics !== undefined) {
+    // Bun's sockets count the bytes they write, not those they read: count the payload here.
+    const data = handler.data;
+    handler.data = (socket: PhasedSocket, chunk) => {
+      if (socket[PHASE] === undefined) {
+        socket[BYTES_IN] = (socket[BYTES_IN] ?? 0) + chunk.byteLength;
+      }
+      return data(socket, chunk);
+    };
+  }
   // Registered only if given: without it, a throwing handler is uncaught, as in Bun.
   if (u.error !== undefined) {
     handler.error = (socket: PhasedSocket, error) => {

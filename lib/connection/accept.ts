@@ -69,6 +69,11 @@ export class AcceptPhase implements Expiring {
   /** Lazy hand-over: the outcome's promise and how to settle it, made when first asked. */
   #outcome: Outcome | undefined = undefined;
   #announced = false;
+  /**
+   * With `metrics`: `performance.now()` at `start()`. Declared only, so that a listener
+   * without metrics neither sets nor allocates it.
+   */
+  declare startedAt: number;
 
   /**
    * @param options The listener's resolved options.
@@ -147,6 +152,7 @@ export class AcceptPhase implements Expiring {
    */
   start(): AcceptStep {
     const options = this.options;
+    if (options.metrics !== undefined) this.startedAt = performance.now();
     let policy;
     try {
       policy = policyFor(options, this);
@@ -293,6 +299,8 @@ export class AcceptPhase implements Expiring {
     // An empty view would still keep the whole chunk (on Deno, a 4 KiB read buffer) alive.
     this.rest = rest.length === 0 ? EMPTY : rest;
     this.ended = ended;
+    const metrics = this.options.metrics;
+    if (metrics !== undefined) metrics.onAccepted(performance.now() - this.startedAt);
     return "open";
   }
 
@@ -307,6 +315,7 @@ export class AcceptPhase implements Expiring {
     this.rest = EMPTY;
     const e = asProxyError(error);
     this.error = e;
+    this.options.metrics?.onRefused(e.code);
     report(this.options, e, this.#peer ?? this.readPeer());
     return "refuse";
   }

@@ -27,7 +27,37 @@ export const HEADER_BUCKETS: readonly number[] = [
   10,
 ];
 
-/** A listener's figures since it started. */
+/**
+ * A listener's figures since it started. Give one to a listener as the `metrics` option
+ * (`createServer` on Node, `listen` on Deno and Bun) and it counts its connections:
+ * accepted (with the header phase's duration), refused by error code, open, and the
+ * payload bytes of those that closed. Read the fields, or serve
+ * {@linkcode ListenerMetrics.prometheus} to Prometheus.
+ *
+ * @example Count a listener's connections and render them for Prometheus
+ * ```ts
+ * import { ListenerMetrics } from "@proxy-protocol/edge";
+ * import { createServer } from "@proxy-protocol/edge/node";
+ * import assert from "node:assert/strict";
+ * import net from "node:net";
+ *
+ * const metrics = new ListenerMetrics();
+ * const server = createServer({ metrics }, (socket) => socket.end());
+ * await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+ * const { port } = server.address() as net.AddressInfo;
+ *
+ * for (const sent of ["PROXY TCP4 203.0.113.7 10.0.0.5 51234 80\r\n", "GET / HTTP/1.1\r\n\r\n"]) {
+ *   const client = net.connect(port, "127.0.0.1");
+ *   client.end(sent);
+ *   for await (const _ of client);
+ * }
+ * while (metrics.open > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+ * assert.equal(metrics.accepted, 1);
+ * assert.equal(metrics.refused.get("HEADER_REQUIRED"), 1);
+ * assert.match(metrics.prometheus(), /^proxy_protocol_connections_accepted_total 1$/m);
+ * await new Promise((resolve) => server.close(resolve));
+ * ```
+ */
 export class ListenerMetrics {
   /** Connections whose header phase succeeded and that were handed on. */
   accepted = 0;

@@ -8,6 +8,7 @@ import { CidrSet } from "../cidr.ts";
 import type { ProxyProtocolError } from "../error.ts";
 import type { ProxyHeader } from "../types.ts";
 import { Deadlines } from "./deadlines.ts";
+import type { ListenerMetrics } from "./metrics.ts";
 import type { PeerInfo } from "./peer.ts";
 import { POLICIES, type ProxyPolicy, UNTRUSTED, type UntrustedPolicy } from "./policy.ts";
 
@@ -71,6 +72,21 @@ export interface ProxyProtocolOptions {
    * ignore it.
    */
   lazy?: boolean;
+  /**
+   * Counters to keep for this listener: connections accepted (with the time from accept to
+   * hand-over) and refused (by error code, `ACCEPT_FAILED` included), connections open, and
+   * payload bytes of closed connections. One object may serve several listeners; read its
+   * fields, or {@linkcode ListenerMetrics.prometheus} for Prometheus' text format. Unset
+   * (the default), nothing is timed or counted.
+   *
+   * A connection counts as open from its hand-over until it closes: on Node the socket's
+   * `close` event, on Bun the `close` handler, on Deno the first `close()` of the
+   * `ProxyConn` (close what you accept). Bytes are the socket's, less the header, on Node
+   * and Bun; Deno's `listen` does not count bytes (they stay 0). For the listeners (`listen`
+   * on Deno and Bun, `createServer` on Node, and `serve` and `listenTls`, built on them);
+   * the stream helpers and the datagram sockets ignore it.
+   */
+  metrics?: ListenerMetrics;
 }
 
 /** Options with defaults applied and ranges parsed. Internal. */
@@ -87,6 +103,8 @@ export interface ResolvedOptions {
   lazy: boolean;
   /** The coarse clock that times out header phases under these options. */
   deadlines: Deadlines;
+  /** Counters to keep, if any. */
+  metrics: ListenerMetrics | undefined;
 }
 
 /**
@@ -130,6 +148,7 @@ export function resolveOptions(options: ProxyProtocolOptions = {}): ResolvedOpti
     onError: options.onError,
     lazy: options.lazy === true,
     deadlines: new Deadlines(timeout),
+    metrics: options.metrics,
   };
 }
 
@@ -145,6 +164,7 @@ export const OPTION_KEYS: ReadonlySet<string> = new Set([
   "validate",
   "onError",
   "lazy",
+  "metrics",
 ]);
 
 /**

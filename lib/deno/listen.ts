@@ -18,6 +18,7 @@ import {
 import type { PeerInfo } from "../connection/peer.ts";
 import { report } from "../connection/report.ts";
 import { closedError } from "../connection/session.ts";
+import type { ListenerMetrics } from "../connection/metrics.ts";
 import type { ProxyHeader } from "../types.ts";
 
 /** Options for {@linkcode listen}: `Deno.listen`'s TCP options and the shared ones. */
@@ -300,6 +301,39 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   }
 }
 
+/**
+ * A connection of a listener with `metrics`: its first `close()` counts, once its header
+ * phase has succeeded (a lazy one refused, or closed before its header, was counted
+ * refused). Bytes are not counted: `readable` and `writable` are the socket's own.
+ */
+class MeteredConn extends ProxyConn {
+  #metrics: ListenerMetrics;
+  /** Lazy: the header phase, to tell a connection handed over from one refused. */
+  #lazy: LazyPhase | undefined;
+  #counted = false;
+
+  constructor(
+    conn: Deno.TcpConn,
+    header: ProxyHeader | null,
+    rest: Uint8Array,
+    metrics: ListenerMetrics,
+    lazy?: LazyPhase,
+  ) {
+    super(conn, header, rest);
+    this.#metrics = metrics;
+    this.#lazy = lazy;
+  }
+
+  override close(): void {
+    const lazy = this.#lazy;
+    if (!this.#counted && (lazy === undefined || (lazy.done && lazy.error === undefined))) {
+      this.#counted = true;
+      this.#metrics.onClosed();
+    }
+    super.close();
+  }
+}
+
 function peerOf(conn: Deno.TcpConn): PeerInfo {
   const remote = conn.remoteAddr, local = conn.localAddr;
   return {
@@ -481,12 +515,14 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
           error instanceof Deno.errors.ConnectionAborted
         ) {
           // A peer that reset before it was accepted (os error 107): that connection only.
+          this.#options.metrics?.onRefused("CONNECTION_CLOSED");
           report(this.#options, error, undefined);
           continue;
         }
         // Out of file descriptors or memory: try again later, and say so once a burst.
         const { wait, report: first } = backoff.failed();
         if (first) {
+          this.#options.metrics?.onRefused("ACCEPT_FAILED");
           const message = error instanceof Error ? error.message : String(error);
           report(
             this.#options,
@@ -519,7 +555,9 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
       // Handed over now; the connection reads its header on first use. Until then it is
       // in its header phase: closed with the listener, timed out by the options' clock.
       this.#pending.add(conn);
-      const proxyConn = new ProxyConn(conn, null, EMPTY);
+      const proxyConn = options.metrics === undefined
+        ? new ProxyConn(conn, null, EMPTY)
+        : new MeteredConn(conn, null, EMPTY, options.metrics, phase as LazyPhase);
       defer(proxyConn, phase as LazyPhase);
       this.#deliver(proxyConn);
       return;
@@ -533,9 +571,12 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     if (step !== "open" || this.#closed) {
       if (phase.lent !== undefined) this.#pool.give(phase.lent);
       close(conn);
+      if (step === "open") options.metrics?.onClosed(); // accepted, then the listener closed
       return;
     }
-    const proxyConn = new ProxyConn(conn, phase.header, phase.rest);
+    const proxyConn = options.metrics === undefined
+      ? new ProxyConn(conn, phase.header, phase.rest)
+      : new MeteredConn(conn, phase.header, phase.rest, options.metrics);
     if (phase.lent !== undefined) lend(proxyConn, this.#pool, phase.lent);
     this.#deliver(proxyConn);
   }

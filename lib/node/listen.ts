@@ -20,6 +20,7 @@ import {
 import type { PeerInfo } from "../connection/peer.ts";
 import { report } from "../connection/report.ts";
 import { closedError } from "../connection/session.ts";
+import type { ListenerMetrics } from "../connection/metrics.ts";
 import type { ProxyHeader } from "../types.ts";
 
 /**
@@ -215,6 +216,7 @@ export function createServer(
     }
     // libuv already sheds the backlog on EMFILE; report the burst once.
     if (backoff.failed().report) {
+      resolved.metrics?.onRefused("ACCEPT_FAILED");
       report(
         resolved,
         new ProxyProtocolError("ACCEPT_FAILED", error.message, { cause: error }),
@@ -371,8 +373,21 @@ class NodePhase extends AcceptPhase {
     if (addresses !== undefined) setAddresses(socket, addresses);
     (socket as { proxyHeader?: ProxyHeader | null }).proxyHeader = header;
     if (rest.length > 0) socket.unshift(rest);
+    const metrics = this.options.metrics;
+    if (metrics !== undefined) countClose(socket, metrics);
     this.announce();
   }
+}
+
+/**
+ * With `metrics`: counts the socket's close, with its payload bytes. The bytes read and
+ * not put back, which are the header's, are left out of the bytes in.
+ */
+function countClose(socket: net.Socket, metrics: ListenerMetrics): void {
+  const header = socket.bytesRead - socket.readableLength;
+  socket.once("close", () => {
+    metrics.onClosed(Math.max(0, socket.bytesRead - header), socket.bytesWritten);
+  });
 }
 
 /**
@@ -391,8 +406,14 @@ function handOver(phase: NodePhase, header: ProxyHeader | null): void {
     socket.removeListener("close", onClose);
     socket.removeListener("error", onError);
   }
+  const metrics = phase.options.metrics;
   if (socket.destroyed) {
-    // Closed between the header and this tick: nobody will see it, so say so.
+    // Closed between the header and this tick: nobody will see it, so say so. Counted
+    // accepted already: refused too, as reported, and closed.
+    if (metrics !== undefined) {
+      metrics.onRefused("CONNECTION_CLOSED");
+      metrics.onClosed();
+    }
     report(phase.options, closedError(), undefined);
     return;
   }
@@ -400,6 +421,7 @@ function handOver(phase: NodePhase, header: ProxyHeader | null): void {
   if (addresses !== undefined) setAddresses(socket, addresses);
   (socket as { proxyHeader?: ProxyHeader | null }).proxyHeader = header;
   Object.defineProperty(socket, "proxyHeaderSettled", SETTLED);
+  if (metrics !== undefined) countClose(socket, metrics);
   phase.server.emit(PROXY_CONNECTION, socket);
 }
 

@@ -286,6 +286,36 @@ describe("cli: gateway", () => {
     }
   });
 
+  it("--idle-timeout cuts a connection with no traffic either way, not a busy one", async () => {
+    const g = await gateway(["--upstream", target, "--idle-timeout", "400"]);
+    try {
+      const c = await connect(g.port);
+      c.socket.write(v1);
+      // Traffic every 100 ms for 1.2 s (three idle periods): the connection stays.
+      const t0 = Date.now();
+      let closedAt = 0;
+      c.closed.then(() => closedAt = Date.now());
+      for (let i = 0; i < 12; i++) {
+        c.socket.write("x");
+        await delay(100);
+      }
+      assert.equal(closedAt, 0, "a busy connection was cut");
+      const busyFor = Date.now() - t0;
+      // Then silence, half-open neither way: cut after about 400 ms.
+      const quiet = Date.now();
+      await c.closed;
+      const idleFor = Date.now() - quiet;
+      assert.ok(busyFor >= 1100, `busy for ${busyFor} ms`);
+      assert.ok(idleFor >= 250 && idleFor < 3000, `cut after ${idleFor} ms of silence`);
+      const line = await g.waitLog((l) => l.msg === "connection");
+      assert.equal(line.end, "idle");
+      assert.equal(line.in, 12);
+      assert.equal(line.from, "203.0.113.7:51234");
+    } finally {
+      assert.equal(await stop(g), 0);
+    }
+  });
+
   it("--drain-timeout cuts connections still open", async () => {
     const g = await gateway(["--upstream", target, "--drain-timeout", "300"]);
     const open = await connect(g.port);
