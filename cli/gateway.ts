@@ -9,14 +9,11 @@
 
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type net from "node:net";
-import type tls from "node:tls";
+import process from "node:process";
 import { encodeHeader } from "../lib/encode.ts";
 import { headerFor } from "../lib/connection/sender.ts";
 import { ListenerMetrics } from "../lib/connection/metrics.ts";
-import { SslClientFlag, TlvType } from "../lib/constants.ts";
-import { encodeTlvs } from "../lib/tlv.ts";
-import type { ProxySocket } from "../lib/node/listen.ts";
+import { TlvType } from "../lib/constants.ts";
 import type { Tlv } from "../lib/types.ts";
 import {
   ACCEPT_FLAGS,
@@ -38,9 +35,11 @@ import {
   tlvType,
   UsageError,
 } from "./_common.ts";
-import { type Accepted, type Listener, startListener } from "./_server.ts";
+import { type Glue, type GlueConn, glueName, type Listener } from "./_glue.ts";
+import { listenNode } from "./_glue_node.ts";
+import { listenBun } from "./_glue_bun.ts";
 import { serveMetrics } from "./metrics.ts";
-import { relay, Upstreams } from "./relay.ts";
+import { Upstreams } from "./relay.ts";
 import { runWorkers, serveWorker, workerIndex, workerListen } from "./workers.ts";
 
 const FLAGS = {
@@ -224,7 +223,8 @@ export async function startGateway(
   const tlsOptions = config.tls === undefined
     ? undefined
     : { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) };
-  const listener = await startListener({
+  const listen = await glue(config.tls !== undefined);
+  const listener = await listen({
     listen: endpoint(config.listen, "--listen"),
     accept: config.accept,
     log,
@@ -232,7 +232,7 @@ export async function startGateway(
     maxConnections: config.maxConnections,
     tls: tlsOptions,
     reusePort: options.reusePort === true,
-    onConnection: (socket, info, raw) => handle(socket, raw, info, config, upstreams, metrics, log),
+    onConnection: (conn) => handle(conn, config, upstreams, metrics, log),
   });
   const metricsServer = config.metrics !== undefined && options.serveMetrics !== false
     ? await serveMetrics(endpoint(config.metrics, "--metrics"), () => metrics.prometheus(), log)
@@ -266,21 +266,32 @@ export async function startGateway(
   return { listener, done, stop };
 }
 
+/**
+ * The socket glue of this runtime: `Deno.listen`/`Deno.connect` on Deno, `Bun.listen`/
+ * `Bun.connect` on Bun, `node:net` on Node and for TLS termination (or on any runtime with
+ * `PROXY_PROTOCOL_GLUE=node`, to compare).
+ */
+async function glue(tls: boolean): Promise<Glue> {
+  const name = glueName(tls, process.env.PROXY_PROTOCOL_GLUE);
+  if (name === "bun") return listenBun;
+  if (name === "deno") {
+    // Not a literal: Node's build neither bundles nor type-checks Deno's glue.
+    const path = "./_glue_deno.ts";
+    return ((await import(path)) as { listenDeno: Glue }).listenDeno;
+  }
+  return listenNode;
+}
+
 /** The header for a connection, encoded; empty with `--send none`. */
-function headerFor_(
-  raw: ProxySocket,
-  client: net.Socket | tls.TLSSocket,
-  config: GatewayConfig,
-  id: string | undefined,
-): Uint8Array {
+function headerFor_(conn: GlueConn, config: GatewayConfig, id: string | undefined): Uint8Array {
   if (config.send === 0) return new Uint8Array(0);
   const added: Tlv[] = [];
   if (id !== undefined) {
     added.push({ type: TlvType.UNIQUE_ID, value: new TextEncoder().encode(id) });
   }
-  if (client !== raw) added.push(...sslTlvs(client as tls.TLSSocket));
+  added.push(...conn.sslTlvs());
   added.push(...config.tlvs);
-  const header = headerFor(raw, {
+  const header = headerFor(conn.from, {
     version: config.send,
     passTlvs: config.passTlvs,
     tlvs: added,
@@ -288,79 +299,43 @@ function headerFor_(
   return encodeHeader(header, { checksum: config.crc32c });
 }
 
-/** What HAProxy's `send-proxy-v2-ssl-cn` sends: SNI as AUTHORITY, then the SSL TLV. */
-function sslTlvs(secure: tls.TLSSocket): Tlv[] {
-  const cert = secure.getPeerCertificate?.();
-  const hasCert = cert !== undefined && cert !== null && Object.keys(cert).length > 0;
-  const cn = hasCert ? cert.subject?.CN : undefined;
-  const version = secure.getProtocol?.() ?? undefined;
-  const cipher = secure.getCipher?.()?.standardName ?? secure.getCipher?.()?.name;
-  const servername = (secure as tls.TLSSocket & { servername?: string | false }).servername;
-  return encodeTlvs({
-    ...(typeof servername === "string" && servername !== "" ? { authority: servername } : {}),
-    ssl: {
-      client: SslClientFlag.SSL | (hasCert ? SslClientFlag.CERT_CONN | SslClientFlag.CERT_SESS : 0),
-      verify: hasCert && secure.authorized ? 0 : hasCert ? 1 : 0,
-      ...(version ? { version } : {}),
-      ...(typeof cn === "string" ? { cn } : Array.isArray(cn) ? { cn: cn[0]! } : {}),
-      ...(cipher ? { cipher } : {}),
-    },
-  });
-}
-
 async function handle(
-  client: net.Socket | tls.TLSSocket,
-  raw: ProxySocket,
-  info: Accepted,
+  conn: GlueConn,
   config: GatewayConfig,
   upstreams: Upstreams,
   metrics: RelayMetrics,
   log: Logger,
 ): Promise<void> {
   const id = config.uniqueId ? randomUUID() : undefined;
-  const from = `${raw.remoteAddress}:${raw.remotePort}`;
+  const from = fromOf(conn);
   let header: Uint8Array;
   try {
-    header = headerFor_(raw, client, config, id);
+    header = headerFor_(conn, config, id);
   } catch (error) {
     // A passed TLV too long for the header, say: nothing to send.
     log.log("warn", "cannot write header", { from, ...errorFields(error) });
-    client.destroy();
+    conn.destroy();
     return;
   }
-  let gone = false;
-  const onEarlyClose = () => gone = true;
-  client.once("close", onEarlyClose);
-  client.on("error", noop);
-  const upstream = await upstreams.connect(
-    header,
-    (target, error) => {
-      metrics.onUpstreamFailure(target);
-      log.log("warn", "upstream connect failed", { upstream: target, error: error.message });
-    },
-    () => gone,
-  );
-  client.off("close", onEarlyClose);
-  client.off("error", noop);
-  if (upstream === undefined || gone) {
-    if (upstream === undefined && !gone) {
-      log.log("error", "no upstream", { from });
-    }
-    upstream?.destroy();
-    client.destroy();
+  const connected = await upstreams.connect(conn, header, (target, error) => {
+    metrics.onUpstreamFailure(target);
+    log.log("warn", "upstream connect failed", { upstream: target, error: error.message });
+  });
+  if (!connected || conn.gone) {
+    if (!connected && !conn.gone) log.log("error", "no upstream", { from });
+    conn.destroy();
     return;
   }
-  const to = `${upstream.remoteAddress}:${upstream.remotePort}`;
   if (log.enabled("debug")) {
-    log.log("debug", "open", { from, peer: `${info.peer.address}:${info.peer.port}`, to, id });
+    log.log("debug", "open", { from, peer: conn.peer, to: conn.upstream, id });
   }
-  const result = await relay(client, upstream, config.idleTimeout, header.length);
+  const result = await conn.relay(config.idleTimeout);
   metrics.relayed(result.bytesIn, result.bytesOut);
   if (log.enabled("info")) {
     log.log("info", "connection", {
       from,
-      peer: `${info.peer.address}:${info.peer.port}`,
-      to,
+      peer: conn.peer,
+      to: conn.upstream,
       ...(id === undefined ? {} : { id }),
       in: result.bytesIn,
       out: result.bytesOut,
@@ -370,7 +345,12 @@ async function handle(
   }
 }
 
-function noop(): void {}
+/** The client as `address:port`, from the header (or the socket). */
+function fromOf(conn: GlueConn): string {
+  const f = conn.from;
+  if (f.remoteAddr !== undefined) return `${f.remoteAddr.hostname}:${f.remoteAddr.port}`;
+  return `${f.remoteAddress}:${f.remotePort}`;
+}
 
 /**
  * The gateway's counters: the library's listener counts connections (accepted, refused,

@@ -1,7 +1,7 @@
 /**
- * The gateway's relay, runtime-neutral on `node:net` streams (which Deno, Bun and Node all
- * have): connect to one of several upstreams in turn, with a connect timeout and failover,
- * then copy both ways with backpressure (`pipe`), keep half-closes (a client's FIN becomes
+ * The gateway's upstream choice (round-robin, a connect timeout, failover: runtime-neutral)
+ * and its `node:net` relay (Node, and TLS termination on Deno and Bun): connect, then copy
+ * both ways with backpressure (`pipe`), keep half-closes (a client's FIN becomes
  * the upstream's, and back), and cut both sides on an error or an idle timeout. Internal.
  *
  * @module
@@ -10,6 +10,9 @@
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { type Endpoint, formatEndpoint } from "./_common.ts";
+import type { GlueConn, RelayResult } from "./_glue.ts";
+
+export type { RelayResult };
 
 /** Round-robin over upstreams, each connect bounded by a timeout, failing over in turn. */
 export class Upstreams {
@@ -23,71 +26,66 @@ export class Upstreams {
   }
 
   /**
-   * Connects to the next upstream; on a failed connect tries the following one, each once.
+   * Connects a connection to the next upstream; on a failed connect tries the following
+   * one, each once.
    *
+   * @param conn The client's connection, which makes the connect.
    * @param first Bytes to write as soon as connected (the header), or empty.
    * @param onFailure Called for each failed attempt.
-   * @param cancelled Whether to give up (the client went away).
-   * @returns The connected socket, or `undefined` when every upstream failed.
+   * @returns Whether it connected; `false` when every upstream failed or the client left.
    */
   async connect(
+    conn: GlueConn,
     first: Uint8Array,
     onFailure: (upstream: string, error: Error) => void,
-    cancelled: () => boolean,
-  ): Promise<net.Socket | undefined> {
+  ): Promise<boolean> {
     const n = this.list.length;
     const start = this.#next;
     this.#next = (this.#next + 1) % n;
-    for (let i = 0; i < n && !cancelled(); i++) {
+    for (let i = 0; i < n && !conn.gone; i++) {
       const target = this.list[(start + i) % n]!;
       try {
-        return await this.#attempt(target, first);
+        await conn.connect(target, first, this.connectTimeout);
+        return true;
       } catch (error) {
         onFailure(formatEndpoint(target), error as Error);
       }
     }
-    return undefined;
-  }
-
-  #attempt(target: Endpoint, first: Uint8Array): Promise<net.Socket> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({
-        host: target.host,
-        port: target.port,
-        allowHalfOpen: true,
-        noDelay: true,
-      });
-      // The header goes out with the first write once connected.
-      if (first.length > 0) socket.write(first);
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new Error(`no connection within ${this.connectTimeout} ms`));
-      }, this.connectTimeout);
-      const onError = (error: Error) => {
-        clearTimeout(timer);
-        socket.destroy();
-        reject(error);
-      };
-      socket.once("error", onError);
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        socket.off("error", onError);
-        resolve(socket);
-      });
-    });
+    return false;
   }
 }
 
-/** What a relay carried. */
-export interface RelayResult {
-  /** Bytes from the client to the upstream (payload). */
-  bytesIn: number;
-  /** Bytes from the upstream to the client. */
-  bytesOut: number;
-  /** Why it ended: `end` (both sides closed), `error`, `idle`. */
-  reason: "end" | "error" | "idle";
-  /** The error, for `error`. */
-  error?: Error;
+/** Connects with `node:net`, writing `first` once connected, within `timeoutMs`. */
+export function connectNode(
+  target: Endpoint,
+  first: Uint8Array,
+  timeoutMs: number,
+): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({
+      host: target.host,
+      port: target.port,
+      allowHalfOpen: true,
+      noDelay: true,
+    });
+    // The header goes out with the first write once connected.
+    if (first.length > 0) socket.write(first);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no connection within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onError = (error: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(error);
+    };
+    socket.once("error", onError);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.off("error", onError);
+      resolve(socket);
+    });
+  });
 }
 
 /**

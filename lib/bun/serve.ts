@@ -13,8 +13,11 @@ import type { PeerInfo } from "../connection/peer.ts";
 import { report } from "../connection/report.ts";
 import { RelayRegistry } from "../connection/relay.ts";
 import type { ProxyHeader } from "../types.ts";
-import { bun, type BunRelaySocket, type BunServer, isClosed } from "./_host.ts";
-import { listen, type ProxyListener, type ProxySocket, type ProxySocketHandler } from "./listen.ts";
+import { bun, type BunRelaySocket, type BunServer } from "./_host.ts";
+import { listen, type ProxyListener, type ProxySocketHandler } from "./listen.ts";
+import { clientEvents, endClient, innerEvents, RelayLink, startInner } from "./_relay.ts";
+
+export { RelayLink };
 
 /** An address as `server.requestIP(request)` gives it. */
 export interface SocketAddress {
@@ -522,46 +525,6 @@ class RelayServer<WebSocketData> implements ProxyServer<WebSocketData> {
   }
 }
 
-/** One relayed connection: the client's socket after its header, and the inner one. */
-export class RelayLink {
-  /** The client's socket. */
-  readonly client: ProxySocket<RelayLink | undefined>;
-  /** The connection into the inner server, once open. */
-  inner: BunRelaySocket | undefined = undefined;
-  /** The inner connection's local port: the relay's key. */
-  port = 0;
-  /** The client, as `requestIP` reports it. */
-  readonly address: SocketAddress;
-  /** The header, or `null`. */
-  readonly header: ProxyHeader | null;
-  /** Bytes for the inner side that it could not take yet. */
-  toInner: Uint8Array[] | undefined = undefined;
-  /** Bytes for the client that it could not take yet. */
-  toClient: Uint8Array[] | undefined = undefined;
-  /** The client sent FIN, or closed. */
-  clientEnded = false;
-  /** The client's socket closed. */
-  clientClosed = false;
-  /** The inner side sent FIN, or closed. */
-  innerEnded = false;
-
-  constructor(client: ProxySocket<RelayLink | undefined>) {
-    this.client = client;
-    const address = client.remoteAddress;
-    const family = (client as { remoteFamily?: string }).remoteFamily;
-    this.address = Object.freeze({
-      address,
-      port: client.remotePort,
-      family: family === "IPv6" || family === "IPv4"
-        ? family
-        : address.includes(":")
-        ? "IPv6"
-        : "IPv4",
-    });
-    this.header = client.proxyHeader;
-  }
-}
-
 /**
  * Relays connections, after their header phase, into an inner server on 127.0.0.1, and
  * knows each inner connection by its local port. Backpressure both ways: bytes a socket
@@ -589,42 +552,19 @@ export class Relay {
   handlers(innerPort: number): ProxySocketHandler<RelayLink | undefined> {
     const links = this.#links;
     const innerHandlers = {
+      ...innerEvents,
       open(inner: BunRelaySocket) {
         const link = inner.data as RelayLink;
         link.inner = inner;
         link.port = inner.localPort;
         if (link.clientClosed) return inner.end();
         links.add(link.port, link); // before any byte reaches the inner server
-        if (link.toInner !== undefined) {
-          link.toInner = flush(inner, link.toInner);
-          if (link.toInner !== undefined) return; // drain resumes the client
-        }
-        if (link.clientEnded) inner.shutdown(true);
-        else link.client.resume();
-      },
-      data(inner: BunRelaySocket, chunk: Uint8Array) {
-        const link = inner.data as RelayLink;
-        link.toClient = forward(link.client, link.toClient, chunk);
-        if (link.toClient !== undefined) inner.pause();
-      },
-      drain(inner: BunRelaySocket) {
-        const link = inner.data as RelayLink;
-        if (link.toInner === undefined) return;
-        link.toInner = flush(inner, link.toInner);
-        if (link.toInner !== undefined) return;
-        if (link.clientEnded) inner.shutdown(true);
-        else link.client.resume();
-      },
-      end(inner: BunRelaySocket) {
-        const link = inner.data as RelayLink;
-        link.innerEnded = true;
-        if (link.toClient === undefined) endClient(link);
+        startInner(link, inner);
       },
       close(inner: BunRelaySocket) {
         const link = inner.data as RelayLink;
         if (links.lookup("127.0.0.1", link.port) === link) links.delete(link.port);
-        link.innerEnded = true;
-        if (link.toClient === undefined) endClient(link);
+        innerEvents.close(inner);
       },
       connectError(inner: BunRelaySocket) {
         const link = inner.data as RelayLink;
@@ -634,6 +574,7 @@ export class Relay {
       error() {},
     };
     return {
+      ...clientEvents,
       open(client) {
         const link = new RelayLink(client);
         client.data = link;
@@ -649,84 +590,7 @@ export class Relay {
           endClient(link);
         });
       },
-      data(client, chunk) {
-        const link = client.data!;
-        const inner = link.inner;
-        if (inner === undefined) {
-          (link.toInner ??= []).push(new Uint8Array(chunk));
-          return;
-        }
-        link.toInner = forward(inner, link.toInner, chunk);
-        if (link.toInner !== undefined) client.pause();
-      },
-      drain(client) {
-        const link = client.data!;
-        if (link.toClient === undefined) return;
-        link.toClient = flush(client as unknown as BunRelaySocket, link.toClient);
-        if (link.toClient !== undefined) return;
-        if (link.innerEnded) endClient(link);
-        else link.inner?.resume();
-      },
-      end(client) {
-        const link = client.data!;
-        link.clientEnded = true;
-        if (link.innerEnded && link.toClient === undefined) { // both done
-          client.end();
-          return;
-        }
-        if (link.inner !== undefined && link.toInner === undefined) link.inner.shutdown(true);
-      },
-      close(client) {
-        const link = client.data;
-        if (link === undefined) return;
-        link.clientEnded = link.clientClosed = true;
-        link.toClient = undefined;
-        const inner = link.inner;
-        if (inner !== undefined && !isClosed(inner)) inner.end();
-      },
       error() {},
     };
   }
-}
-
-/** The inner side is done and everything for the client was written: pass its end on. */
-function endClient(link: RelayLink): void {
-  const client = link.client;
-  if (link.clientClosed || isClosed(client as unknown as BunRelaySocket)) return;
-  if (link.clientEnded) client.end();
-  else client.shutdown(true);
-}
-
-/**
- * Writes `chunk` after anything queued. Returns the queue of what the socket did not take
- * (copied: Bun's chunk is only lent), or `undefined` when all was written (or the socket
- * is closed).
- */
-function forward(
-  to: { write(data: Uint8Array): number },
-  queue: Uint8Array[] | undefined,
-  chunk: Uint8Array,
-): Uint8Array[] | undefined {
-  if (queue !== undefined) {
-    queue.push(new Uint8Array(chunk));
-    return queue;
-  }
-  const written = to.write(chunk);
-  if (written < 0 || written >= chunk.length) return undefined;
-  return [new Uint8Array(chunk.subarray(written))];
-}
-
-/** Writes queued bytes; returns what is still left, or `undefined`. */
-function flush(to: BunRelaySocket, queue: Uint8Array[]): Uint8Array[] | undefined {
-  while (queue.length > 0) {
-    const chunk = queue[0]!;
-    const written = to.write(chunk);
-    if (written < 0) return undefined;
-    if (written < chunk.length) {
-      queue[0] = chunk.subarray(written);
-      return queue;
-    }
-    queue.shift();
-  }
-  return undefined;
 }

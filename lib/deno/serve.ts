@@ -81,10 +81,12 @@ function closeQuietly(conn: RelayEnd): void {
 }
 
 /**
- * Copies `from` to `to` with one reused buffer, then passes the end on with `closeWrite`.
- * Resolves `false` when a socket failed (the caller then closes both).
+ * Copies `from` to `to` with one reused buffer, then passes the end on with `closeWrite`,
+ * unless the other direction has ended too (`ended()`): both are then closed at once, which
+ * sends the FIN anyway, and a `shutdown` a connection is saved. Resolves `false` when a
+ * socket failed (the caller then closes both).
  */
-async function pump(from: RelayEnd, to: RelayEnd): Promise<boolean> {
+async function pump(from: RelayEnd, to: RelayEnd, ended: () => boolean): Promise<boolean> {
   let buffer = new Uint8Array(FIRST_BUFFER);
   try {
     while (true) {
@@ -95,7 +97,7 @@ async function pump(from: RelayEnd, to: RelayEnd): Promise<boolean> {
       while (at < n) at += await to.write(buffer.subarray(at, n));
       if (full && n < MAX_BUFFER) buffer = new Uint8Array(n * 2);
     }
-    await to.closeWrite();
+    if (!ended()) await to.closeWrite();
     return true;
   } catch {
     return false;
@@ -116,9 +118,15 @@ const LINGER_MS = 2000;
  *
  * @param client The client's connection.
  * @param inner The relay's connection to the inner server.
+ * @param lingerMs How long `client` may stay open once `inner` has ended; `Infinity` to
+ *   wait for it (the CLI's gateway, whose idle timeout covers it).
  * @returns When both are closed.
  */
-export async function relayConns(client: RelayEnd, inner: RelayEnd): Promise<void> {
+export async function relayConns(
+  client: RelayEnd,
+  inner: RelayEnd,
+  lingerMs: number = LINGER_MS,
+): Promise<void> {
   let failed = false;
   let linger: ReturnType<typeof setTimeout> | undefined;
   const closeBoth = () => {
@@ -130,10 +138,15 @@ export async function relayConns(client: RelayEnd, inner: RelayEnd): Promise<voi
     failed = true;
     closeBoth();
   };
-  const outbound = pump(client, inner).then(fail);
-  const inbound = pump(inner, client).then((ok) => {
+  let outDone = false, inDone = false;
+  const outbound = pump(client, inner, () => inDone).then((ok) => {
+    outDone = true;
     fail(ok);
-    if (ok) linger = setTimeout(closeBoth, LINGER_MS);
+  });
+  const inbound = pump(inner, client, () => outDone).then((ok) => {
+    inDone = true;
+    fail(ok);
+    if (ok && Number.isFinite(lingerMs)) linger = setTimeout(closeBoth, lingerMs);
   });
   await Promise.all([outbound, inbound]);
   clearTimeout(linger);
