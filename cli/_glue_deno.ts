@@ -8,7 +8,7 @@
  */
 
 import type { ProxyProtocolError } from "../lib/error.ts";
-import { listen, type ProxyConn, type ProxyListener } from "../lib/deno/listen.ts";
+import { listen, type ProxyConn, type ProxyListener, readAhead } from "../lib/deno/listen.ts";
 import { listenNode } from "./_glue_node.ts";
 import { relayConns, type RelayEnd } from "../lib/deno/serve.ts";
 import type { Tlv } from "../lib/types.ts";
@@ -82,6 +82,8 @@ class DenoConn implements GlueConn {
   readonly #conn: ProxyConn;
   readonly #onClose: () => void;
   #out: Deno.TcpConn | undefined;
+  /** Payload bytes sent upstream with the header, counted as the client's. */
+  #sentAhead = 0;
   #closed = false;
 
   constructor(conn: ProxyConn, onClose: () => void) {
@@ -129,6 +131,16 @@ class DenoConn implements GlueConn {
     }
     this.#out = out;
     out.setNoDelay(true);
+    // Payload that came with the client's header goes in the header's write: one segment
+    // and one upstream read fewer for a request that fits in the first read.
+    const ahead = readAhead(this.#conn);
+    if (ahead > 0) {
+      const both = new Uint8Array(first.length + ahead);
+      both.set(first);
+      await this.#conn.read(both.subarray(first.length)); // resolves at once with `ahead`
+      first = both;
+      this.#sentAhead = ahead;
+    }
     try {
       let at = 0;
       while (at < first.length) at += await out.write(first.subarray(at));
@@ -143,7 +155,7 @@ class DenoConn implements GlueConn {
     const out = this.#out!;
     const conn = this.#conn;
     conn.setNoDelay(true);
-    let bytesIn = 0, bytesOut = 0;
+    let bytesIn = this.#sentAhead, bytesOut = 0;
     let reason: RelayResult["reason"] = "end";
     const idle = new IdleTimer(idleMs, () => bytesIn + bytesOut, () => {
       reason = "idle";

@@ -47,6 +47,16 @@ let defer: (conn: ProxyConn, phase: LazyPhase) => void;
 let adopt: (conn: ProxyConn, phase: LazyPhase) => void;
 
 /**
+ * How many payload bytes came in with the header and wait in the connection: its next
+ * `read` returns them at once. The gateway sends them in the same write as the header it
+ * writes upstream. Internal (not exported from the package).
+ */
+export function readAhead(conn: ProxyConn): number {
+  return restOf(conn).length;
+}
+let restOf: (conn: ProxyConn) => Uint8Array;
+
+/**
  * A connection whose PROXY header has been read: shaped like `Deno.Conn`, with the
  * client's addresses. After the header, `read` and `readable` go straight to the socket.
  * Closing it is the application's job.
@@ -71,6 +81,7 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
   #settled: Promise<ProxyHeader | null> | undefined = undefined;
 
   static {
+    restOf = (conn) => conn.#rest;
     lend = (conn, pool, buffer) => {
       conn.#pool = pool;
       conn.#lent = buffer;
