@@ -312,9 +312,11 @@ function decodeUnknown(
   let i = 13;
   if (i >= end) return more(end, 2, limit);
   if (b[i] === SP) {
+    // The spec: for UNKNOWN "the receiver must ignore anything presented before the CRLF",
+    // a lone CR included.
     for (i++; i < end; i++) {
       const c = b[i];
-      if (c === CR) break;
+      if (c === CR && (i + 1 >= end || b[i + 1] === LF)) break;
       if (c === LF) fail("V1_MALFORMED", "line must end with CRLF", i);
     }
     if (i >= end) return more(end, 2, limit);

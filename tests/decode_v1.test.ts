@@ -98,6 +98,9 @@ describe("v1 decoding", () => {
         "PROXY UNKNOWN\r\n",
         "PROXY UNKNOWN ffff::1 1.2.3.4 1 2\r\n",
         "PROXY UNKNOWN x\r\n",
+        // A lone CR is part of what the receiver ignores (spec 2.1); go-proxyproto agrees.
+        "PROXY UNKNOWN a\rb\r\n",
+        "PROXY UNKNOWN \r\r\n",
       ]
     ) {
       assert.deepEqual(decodeText(line + "payload"), {
