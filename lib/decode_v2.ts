@@ -178,6 +178,19 @@ function headerProblem(
   return undefined;
 }
 
+/**
+ * What the decoder would refuse in one TLV's value, judged alone: a CRC32C not of 4 bytes,
+ * a UNIQUE_ID over 128 bytes, an SSL TLV shorter than its fixed part or whose sub-TLVs do
+ * not fill it. The encoder asks, so that it never writes what a strict receiver refuses.
+ * Internal.
+ */
+export function tlvProblem(type: number, value: Uint8Array): string | undefined {
+  const end = 3 + value.length;
+  const problem = headerProblem(type, 0, end, end);
+  if (problem !== undefined || type !== TlvType.SSL) return problem;
+  return sslProblem(value, SSL_FIXED, value.length, value.length);
+}
+
 /** Where {@linkcode sslProblem} stopped. */
 let sslNext = 0;
 

@@ -7,6 +7,7 @@
 
 import { ProxyProtocolError } from "./error.ts";
 import { TlvType } from "./constants.ts";
+import { tlvProblem } from "./decode_v2.ts";
 import { crc32cUpdate } from "./crc32c.ts";
 import { formatIPv6, parseIPv4String, parseIPv6String } from "./ip.ts";
 import type {
@@ -82,7 +83,9 @@ function invalid(what: string): never {
  * @param options `checksum: true` adds (or fills in) a CRC32C TLV.
  * @returns The header's bytes.
  * @throws {ProxyProtocolError} With code `INVALID_HEADER` when the header cannot be
- * written as asked.
+ * written as asked, or would not decode: a bad address or port, a TLV over 65535 bytes, a
+ * CRC32C TLV not of 4 bytes, a UNIQUE_ID over 128 bytes, an SSL TLV whose sub-TLVs do not
+ * fill it.
  *
  * @example A v2 header with a checksum
  * ```ts
@@ -421,6 +424,9 @@ function prepareV2(plan: Plan, header: ProxyHeaderInit, checksum: boolean): void
     if (type === TlvType.CRC32C) {
       if (value.length !== 4) invalid("CRC32C TLV must be 4 bytes");
       hasCrc = true;
+    } else if (type === TlvType.UNIQUE_ID || type === TlvType.SSL) {
+      const problem = tlvProblem(type, value);
+      if (problem !== undefined) invalid(problem);
     }
     tlvLength += 3 + value.length;
   }
