@@ -41,6 +41,8 @@ export class RelayLink {
   bytesIn = 0;
   /** Bytes from the inner side (to the client). */
   bytesOut = 0;
+  /** The inner server has taken the connection up (looked it up by its port). */
+  seen = false;
 
   constructor(client: ProxySocket<RelayLink | undefined>) {
     this.client = client;
@@ -96,6 +98,7 @@ export const innerEvents = {
   close(inner: BunRelaySocket): void {
     const link = inner.data as RelayLink;
     link.innerEnded = true;
+    link.toInner = undefined; // it can take nothing more
     if (link.toClient === undefined) endClient(link);
   },
 };
@@ -142,12 +145,23 @@ export const clientEvents: Required<
   },
 };
 
-/** The inner side is done and everything for the client was written: pass its end on. */
+/**
+ * The inner side is done and everything for the client was written: pass its end on. A
+ * client whose inner connection never opened, or has closed, is closed: nothing more can
+ * come, and nothing it sends can be delivered. After a half close (FIN) of the inner side
+ * it gets a FIN and is read on (it may be paused), so that its own FIN or close is seen and
+ * its socket freed: a paused socket never learns that its peer left.
+ */
 export function endClient(link: RelayLink): void {
   const client = link.client;
   if (link.clientClosed || isClosed(client as unknown as BunRelaySocket)) return;
-  if (link.clientEnded) client.end();
-  else client.shutdown();
+  const inner = link.inner;
+  if (link.clientEnded || inner === undefined || isClosed(inner)) {
+    client.end();
+    return;
+  }
+  client.shutdown();
+  client.resume();
 }
 
 /**

@@ -525,6 +525,9 @@ class RelayServer<WebSocketData> implements ProxyServer<WebSocketData> {
   }
 }
 
+/** How long an inner connection whose client left may go untaken: see `Relay.handlers`. */
+export const INNER_GRACE_MS = 2000;
+
 /**
  * Relays connections, after their header phase, into an inner server on 127.0.0.1, and
  * knows each inner connection by its local port. Backpressure both ways: bytes a socket
@@ -534,9 +537,14 @@ class RelayServer<WebSocketData> implements ProxyServer<WebSocketData> {
 export class Relay {
   readonly #links = new RelayRegistry<RelayLink>();
 
-  /** The link of an inner connection from `address:port`, if the relay made it. */
+  /**
+   * The link of an inner connection from `address:port`, if the relay made it; the inner
+   * server, asking, has taken the connection up.
+   */
   get(address: string, port: number): RelayLink | undefined {
-    return this.#links.lookup(address, port);
+    const link = this.#links.lookup(address, port);
+    if (link !== undefined) link.seen = true;
+    return link;
   }
 
   /** Closes every relayed connection. */
@@ -548,9 +556,28 @@ export class Relay {
     this.#links.clear();
   }
 
-  /** The handlers of the outer listener: each connection is relayed to `innerPort`. */
-  handlers(innerPort: number): ProxySocketHandler<RelayLink | undefined> {
+  /**
+   * The handlers of the outer listener: each connection is relayed to `innerPort`.
+   *
+   * A client that leaves (FIN or close) before the inner server has taken its connection up
+   * and said anything gives the inner side {@linkcode INNER_GRACE_MS} more; then both are
+   * closed. A healthy inner server on loopback takes a connection up in well under a
+   * millisecond, but out of file descriptors it cannot accept, while such pairs, each
+   * waiting for it, hold the descriptors it needs: without the grace, the server never
+   * recovers.
+   */
+  handlers(innerPort: number, graceMs = INNER_GRACE_MS): ProxySocketHandler<RelayLink | undefined> {
     const links = this.#links;
+    const unseen = (link: RelayLink) => !link.seen && link.bytesOut === 0;
+    const leave = (link: RelayLink) => {
+      if (!unseen(link) || link.innerEnded) return;
+      const timer = setTimeout(() => {
+        if (!unseen(link)) return;
+        link.inner?.terminate();
+        link.client.terminate();
+      }, graceMs);
+      (timer as { unref?: () => void }).unref?.();
+    };
     const innerHandlers = {
       ...innerEvents,
       open(inner: BunRelaySocket) {
@@ -575,6 +602,14 @@ export class Relay {
     };
     return {
       ...clientEvents,
+      end(client) {
+        clientEvents.end(client);
+        leave(client.data!);
+      },
+      close(client) {
+        clientEvents.close(client);
+        if (client.data !== undefined) leave(client.data);
+      },
       open(client) {
         const link = new RelayLink(client);
         client.data = link;
