@@ -177,6 +177,9 @@ export function innerAddr(server: ProxyHttpServer): Deno.NetAddr {
   return innerAddrs.get(server)!;
 }
 
+/** The first wait before starting a new inner server after one stopped: see `#watch`. */
+const INNER_RETRY_MS = 50;
+
 /**
  * A running server, shaped like `Deno.HttpServer`: `addr`, `finished`, `shutdown()`,
  * `ref()`, `unref()` and `await using`.
@@ -188,6 +191,9 @@ export class ProxyHttpServer implements Deno.HttpServer<Deno.NetAddr> {
   readonly finished: Promise<void>;
   #listener: ProxyListener;
   #inner: Deno.HttpServer<Deno.NetAddr>;
+  #startInner: () => Deno.HttpServer<Deno.NetAddr>;
+  #refed = true;
+  #restart: ReturnType<typeof setTimeout> | undefined;
   #registry: RelayRegistry<Client>;
   #relays = new Set<Relay>();
   #running = new Set<Promise<void>>();
@@ -199,20 +205,48 @@ export class ProxyHttpServer implements Deno.HttpServer<Deno.NetAddr> {
   /** Use {@linkcode serve}. */
   constructor(
     listener: ProxyListener,
-    inner: Deno.HttpServer<Deno.NetAddr>,
+    startInner: () => Deno.HttpServer<Deno.NetAddr>,
     registry: RelayRegistry<Client>,
     signal: AbortSignal | undefined,
   ) {
     this.#listener = listener;
-    this.#inner = inner;
+    this.#startInner = startInner;
     this.#registry = registry;
     this.addr = listener.addr;
     this.finished = new Promise((resolve) => this.#done = resolve);
-    innerAddrs.set(this, inner.addr);
+    this.#inner = this.#watch(startInner());
     this.#acceptLoop();
     this.#signal = signal;
     if (signal?.aborted) void this.shutdown();
     else signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /**
+   * Watches an inner server. Deno's `Deno.serve` stops for good when an accept fails (out of
+   * file descriptors: its `finished` rejects, and unhandled, the rejection ends the
+   * process); the relay then starts another on a new port, retrying while descriptors are
+   * short, and goes on serving.
+   */
+  #watch(inner: Deno.HttpServer<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {
+    innerAddrs.set(this, inner.addr);
+    if (!this.#refed) inner.unref();
+    inner.finished.catch(() => {
+      if (this.#shutdown === undefined && this.#inner === inner) this.#replaceInner(INNER_RETRY_MS);
+    });
+    return inner;
+  }
+
+  #replaceInner(wait: number): void {
+    this.#restart = setTimeout(() => {
+      this.#restart = undefined;
+      if (this.#shutdown !== undefined) return;
+      try {
+        this.#inner = this.#watch(this.#startInner());
+      } catch {
+        this.#replaceInner(Math.min(wait * 2, 1000)); // still out of descriptors
+      }
+    }, wait);
+    if (!this.#refed) Deno.unrefTimer(this.#restart as unknown as number);
   }
 
   async #acceptLoop(): Promise<void> {
@@ -266,9 +300,11 @@ export class ProxyHttpServer implements Deno.HttpServer<Deno.NetAddr> {
   async #close(): Promise<void> {
     this.#signal?.removeEventListener("abort", this.#onAbort);
     this.#listener.close();
+    clearTimeout(this.#restart);
     await this.#listener.finished();
-    await this.#inner.shutdown();
-    await this.#inner.finished;
+    // An inner server that stopped on its own (see #watch) has nothing left to shut down.
+    await this.#inner.shutdown().catch(() => {});
+    await this.#inner.finished.catch(() => {});
     // The inner connections are closed: close what clients still hold open.
     for (const { conn, out } of this.#relays) {
       closeQuietly(conn);
@@ -280,14 +316,18 @@ export class ProxyHttpServer implements Deno.HttpServer<Deno.NetAddr> {
 
   /** Keeps the process alive while the server runs (the default). */
   ref(): void {
+    this.#refed = true;
     this.#listener.ref();
     this.#inner.ref();
+    if (this.#restart !== undefined) Deno.refTimer(this.#restart as unknown as number);
   }
 
   /** Lets the process exit while the server runs. */
   unref(): void {
+    this.#refed = false;
     this.#listener.unref();
     this.#inner.unref();
+    if (this.#restart !== undefined) Deno.unrefTimer(this.#restart as unknown as number);
   }
 
   /**
@@ -352,9 +392,8 @@ export function serve(
     hostname: options.hostname ?? "0.0.0.0",
   });
   const registry = new RelayRegistry<Client>();
-  let inner: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    inner = Deno.serve({
+  const startInner = () =>
+    Deno.serve({
       hostname: "127.0.0.1",
       port: 0,
       onListen() {},
@@ -369,11 +408,13 @@ export function serve(
         completed: info.completed,
       });
     });
+  let server: ProxyHttpServer;
+  try {
+    server = new ProxyHttpServer(listener, startInner, registry, options.signal);
   } catch (error) {
     listener.close();
     throw error;
   }
-  const server = new ProxyHttpServer(listener, inner, registry, options.signal);
   if (options.onListen !== undefined) options.onListen(server.addr);
   else {
     const scheme = options.cert === undefined ? "http" : "https";
