@@ -10,7 +10,7 @@ import { decodeHeader } from "./decode.ts";
 import { checkPartialV2, type TlvWalk } from "./decode_v2.ts";
 import type { DecodeOptions, DecodeResult } from "./types.ts";
 
-const SP = 0x20, CR = 0x0d;
+const SP = 0x20, CR = 0x0d, LF = 0x0a;
 /** The shortest header of all: `PROXY UNKNOWN\r\n`. */
 const SHORTEST = 15;
 
@@ -44,7 +44,11 @@ export function bytesNeeded(bytes: Uint8Array): number {
   if (n < SHORTEST) return SHORTEST - n;
   const last = bytes[n - 1];
   if (last === CR) return 1;
-  if (n >= 2 && bytes[n - 2] === CR) return 0; // CRLF seen, or a lone CR: decode decides
+  if (n >= 2 && bytes[n - 2] === CR) {
+    // CRLF: the line is complete. A lone CR breaks a TCP line (decode says so), but in the
+    // ignored rest of `PROXY UNKNOWN ...` it is one more byte: CRLF is still to come.
+    return last !== LF && bytes[6] === 0x55 && bytes[13] === SP ? 2 : 0;
+  }
   if (bytes[6] !== 0x54) return 2; // UNKNOWN (or not v1): at least CRLF
   // "PROXY TCPx " then src SP dst SP sport SP dport CRLF: count the spaces after byte 10.
   let spaces = 0;
