@@ -17,8 +17,10 @@ import {
   toHex,
 } from "@proxy-protocol/edge";
 import {
+  buildGo,
   CLIENT_V4,
   CLIENT_V6,
+  GO_NEEDS,
   Peer,
   peerTest,
   readAll,
@@ -29,45 +31,6 @@ import {
   until,
   within,
 } from "../interop/helpers.ts";
-
-const PROXYPROTO_SRC = Deno.env.get("PROXYPROTO_SRC") ??
-  "/usr/share/gocode/src/github.com/pires/go-proxyproto";
-const NEEDS = { commands: ["go"], paths: [`${PROXYPROTO_SRC}/header.go`] };
-
-/** Builds tests/interop/go into `dir` offline; returns the binary's path. */
-async function buildGo(go: string, dir: string): Promise<string> {
-  const source = new URL("../interop/go/", import.meta.url);
-  const mod = (await Deno.readTextFile(new URL("go.mod", source))).replace(
-    /^replace github\.com\/pires\/go-proxyproto => .*$/m,
-    `replace github.com/pires/go-proxyproto => ${PROXYPROTO_SRC}`,
-  );
-  await Deno.writeTextFile(`${dir}/go.mod`, mod);
-  await Deno.copyFile(new URL("main.go", source), `${dir}/main.go`);
-  const env: Record<string, string> = {
-    GOPROXY: "off",
-    GOFLAGS: "-mod=mod",
-    GOSUMDB: "off",
-    GONOSUMDB: "*",
-    GO111MODULE: "on",
-    GOTOOLCHAIN: "local",
-  };
-  // go needs a build cache; without HOME it has no default one.
-  if (Deno.env.get("GOCACHE") === undefined && Deno.env.get("HOME") === undefined) {
-    env.GOCACHE = `${dir}/gocache`;
-  }
-  const out = await new Deno.Command(go, {
-    args: ["build", "-o", `${dir}/ppinterop`, "."],
-    cwd: dir,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`go build failed:\n${new TextDecoder().decode(out.stderr)}`);
-  }
-  return `${dir}/ppinterop`;
-}
 
 interface GoSend {
   case: string;
@@ -130,9 +93,9 @@ function tlvList(init: Uint8Array): { type: number; value: string }[] {
   return decodeHeader(init)!.header.tlvs.map((t) => ({ type: t.type, value: toHex(t.value) }));
 }
 
-peerTest("interop go-proxyproto 0.4.2, both ways", NEEDS, async ({ go }, t) => {
+peerTest("interop go-proxyproto 0.4.2, both ways", GO_NEEDS, async ({ go }, t) => {
   await using dir = await tempDir("interop-go-");
-  const binary = await within(buildGo(go!, dir.path), 60_000, "go build");
+  const binary = await within(buildGo(go!, "go", dir.path), 60_000, "go build");
 
   await t.step("go-proxyproto's Header.WriteTo to our listener", async () => {
     const errors: ProxyProtocolError[] = [];

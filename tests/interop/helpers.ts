@@ -546,3 +546,50 @@ export const CLIENT_V6 = {
   source: { address: "2001:db8::7", port: 51234 },
   destination: { address: "2001:db8::1", port: 443 },
 } as const;
+
+/** Debian's go-proxyproto source, which the Go programs under tests/interop build against. */
+export const PROXYPROTO_SRC = Deno.env.get("PROXYPROTO_SRC") ??
+  "/usr/share/gocode/src/github.com/pires/go-proxyproto";
+
+/** What a test of one of those programs needs: `go` and the go-proxyproto source. */
+export const GO_NEEDS: Needs = { commands: ["go"], paths: [`${PROXYPROTO_SRC}/header.go`] };
+
+/**
+ * Builds the Go program in tests/interop/`program` into `dir`, offline: its go.mod's
+ * `replace` points at the Debian source, with GOPROXY=off, GOFLAGS=-mod=mod, GOSUMDB=off.
+ *
+ * @returns The binary's path.
+ */
+export async function buildGo(go: string, program: string, dir: string): Promise<string> {
+  const source = new URL(`./${program}/`, import.meta.url);
+  const mod = (await Deno.readTextFile(new URL("go.mod", source))).replace(
+    /^replace github\.com\/pires\/go-proxyproto => .*$/m,
+    `replace github.com/pires/go-proxyproto => ${PROXYPROTO_SRC}`,
+  );
+  await Deno.writeTextFile(`${dir}/go.mod`, mod);
+  await Deno.copyFile(new URL("main.go", source), `${dir}/main.go`);
+  const env: Record<string, string> = {
+    GOPROXY: "off",
+    GOFLAGS: "-mod=mod",
+    GOSUMDB: "off",
+    GONOSUMDB: "*",
+    GO111MODULE: "on",
+    GOTOOLCHAIN: "local",
+  };
+  // go needs a build cache; without HOME it has no default one.
+  if (Deno.env.get("GOCACHE") === undefined && Deno.env.get("HOME") === undefined) {
+    env.GOCACHE = `${dir}/gocache`;
+  }
+  const out = await new Deno.Command(go, {
+    args: ["build", "-o", `${dir}/pp-${program}`, "."],
+    cwd: dir,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`go build failed:\n${new TextDecoder().decode(out.stderr)}`);
+  }
+  return `${dir}/pp-${program}`;
+}
