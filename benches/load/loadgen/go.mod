@@ -1,0 +1,3 @@
+module proxyprotocol.bench/load
+
+go 1.19
