@@ -7,9 +7,16 @@ import { spawnSync } from "node:child_process";
 import { readdirSync, rmSync } from "node:fs";
 
 const out = ".build/node-tests";
-const files = process.argv.slice(2).length > 0
-  ? process.argv.slice(2)
-  : ["tests", "tests/node", "tests/faults", "tests/cli"].flatMap((dir) =>
+const files = process.argv.slice(2).length > 0 ? process.argv.slice(2) : [
+  "tests",
+  "tests/node",
+  "tests/faults",
+  "tests/cli",
+  "tests/fuzz",
+  "tests/hostile",
+  "tests/hostile_edge",
+]
+  .flatMap((dir) =>
     readdirSync(dir)
       // tests/faults/bun_* and deno_* use their runtime's own adapter.
       .filter((f) => f.endsWith(".test.ts") && !/^(bun|deno)_/.test(f))
