@@ -91,7 +91,14 @@ export async function start(args: string[], readyMsg: string | RegExp = "gateway
       }
     }
   });
+  let killed = false;
   const exited = new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+  // A child that dies on its own, after it was ready, says why (the test then fails on it).
+  exited.then((code) => {
+    if (!killed && ready !== undefined) {
+      console.error(`[cli] ${args.join(" ")}: exited (${code}) unasked; stderr: ${errText}`);
+    }
+  });
   const waitLog = (match: (l: LogLine) => boolean, ms = 10_000) => {
     const found = logs.find(match);
     if (found) return Promise.resolve(found);
@@ -118,7 +125,8 @@ export async function start(args: string[], readyMsg: string | RegExp = "gateway
       });
     });
   };
-  const ready = readyMsg instanceof RegExp
+  let ready: LogLine | undefined = undefined;
+  ready = readyMsg instanceof RegExp
     ? await new Promise<LogLine>((resolve, reject) => {
       stdoutReady = resolve;
       exited.then(() => reject(new Error(`exited; stdout: ${out}\nstderr: ${errText}`)));
@@ -132,7 +140,10 @@ export async function start(args: string[], readyMsg: string | RegExp = "gateway
     exited,
     // process.kill, not child.kill: Deno's ChildProcess then reports the signal it sent
     // instead of the exit code the child chose (seen on Deno 2.9.5).
-    kill: (signal = "SIGTERM") => process.kill(child.pid!, signal),
+    kill: (signal = "SIGTERM") => {
+      killed = true;
+      process.kill(child.pid!, signal);
+    },
     ready,
   };
 }
@@ -144,6 +155,10 @@ export function portOf(field: unknown): number {
 
 /** Stops a server (SIGTERM) and waits for it. */
 export async function stop(server: Server): Promise<number | null> {
-  server.kill("SIGTERM");
+  try {
+    server.kill("SIGTERM");
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ESRCH") throw error; // exited already
+  }
   return await server.exited;
 }
