@@ -60,6 +60,14 @@ export interface ServeOptions extends ProxyProtocolOptions {
  */
 const FIRST_BUFFER = 4 * 1024, MAX_BUFFER = 64 * 1024;
 
+/**
+ * First buffers of finished pumps, reused: two a connection otherwise make garbage at the
+ * connection rate (32 MiB a second at 4,000 connections a second), and collecting it shows
+ * in the tail latency. At most 1 MiB is kept.
+ */
+const spare: Uint8Array[] = [];
+const SPARE_MAX = 256;
+
 /** The part of a connection the relay uses. Internal. */
 export interface RelayEnd {
   /** As `Deno.Conn.read`. */
@@ -87,20 +95,28 @@ function closeQuietly(conn: RelayEnd): void {
  * socket failed (the caller then closes both).
  */
 async function pump(from: RelayEnd, to: RelayEnd, ended: () => boolean): Promise<boolean> {
-  let buffer = new Uint8Array(FIRST_BUFFER);
+  const first = spare.pop() ?? new Uint8Array(FIRST_BUFFER);
+  let buffer = first;
+  let idle = true; // no read or write of `first` is in flight
   try {
     while (true) {
+      idle = false;
       const n = await from.read(buffer);
       if (n === null) break;
       const full = n === buffer.length;
       let at = await to.write(full ? buffer : buffer.subarray(0, n));
       while (at < n) at += await to.write(buffer.subarray(at, n));
+      idle = true;
       if (full && n < MAX_BUFFER) buffer = new Uint8Array(n * 2);
     }
+    idle = true;
     if (!ended()) await to.closeWrite();
     return true;
   } catch {
     return false;
+  } finally {
+    // A failed read or write may still hold the buffer: then it is left to the collector.
+    if (idle && spare.length < SPARE_MAX) spare.push(first);
   }
 }
 
