@@ -28,15 +28,15 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 /** The fixture, from the repository root (the Node runner bundles tests elsewhere). */
 export const FIXTURE = path.resolve("tests/faults/fixtures/server.mjs");
 
-/** How the child is started on this runtime, with a GC the fixture can call. */
-function command(args: string[]): string[] {
+/** How a fixture is started on this runtime, with a GC the fixture can call. */
+function command(fixture: string, args: string[]): string[] {
   switch (runtime) {
     case "node":
-      return [process.execPath, "--expose-gc", FIXTURE, ...args];
+      return [process.execPath, "--expose-gc", fixture, ...args];
     case "deno":
-      return [process.execPath, "run", "-A", "--v8-flags=--expose-gc", FIXTURE, ...args];
+      return [process.execPath, "run", "-A", "--v8-flags=--expose-gc", fixture, ...args];
     case "bun":
-      return [process.execPath, FIXTURE, ...args];
+      return [process.execPath, fixture, ...args];
   }
 }
 
@@ -45,7 +45,10 @@ const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).s
 // deno-lint-ignore no-explicit-any
 export type Line = Record<string, any>;
 
-/** One fixture server process. */
+/**
+ * One fixture server process: JSON lines on its stdout (`{"event": "listening", "port",
+ * "pid"}` first), commands a line on its stdin (`stats`).
+ */
 export class Child {
   readonly process: ChildProcess;
   readonly lines: Line[] = [];
@@ -96,7 +99,12 @@ export class Child {
     options: Record<string, unknown> = {},
     nofile?: number,
   ): Promise<Child> {
-    const child = new Child(command([adapter, mode, JSON.stringify(options)]), nofile);
+    return await Child.spawn(FIXTURE, [adapter, mode, JSON.stringify(options)], nofile);
+  }
+
+  /** Starts `fixture` with `args` on this runtime; `nofile` sets `ulimit -n` first. */
+  static async spawn(fixture: string, args: string[], nofile?: number): Promise<Child> {
+    const child = new Child(command(fixture, args), nofile);
     const ready = await child.next("listening", 20_000);
     child.port = ready.port;
     child.pid = ready.pid;
@@ -136,17 +144,26 @@ export class Child {
     return this.exitCode === undefined;
   }
 
-  /** The process's CPU time (user + system) so far, in seconds, from /proc. */
+  /** The process's CPU time (user + system) so far, in seconds, from /proc (NaN once gone). */
   cpuSeconds(): number {
-    const stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
+    } catch {
+      return NaN; // gone
+    }
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     // After the name: state is field 3, utime 14, stime 15.
     return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
   }
 
-  /** How many file descriptors the process has open. */
+  /** How many file descriptors the process has open (-1 once it is gone). */
   fds(): number {
-    return readdirSync(`/proc/${this.pid}/fd`).length;
+    try {
+      return readdirSync(`/proc/${this.pid}/fd`).length;
+    } catch {
+      return -1;
+    }
   }
 
   /** Its resident set, from /proc (VmRSS), in bytes. */

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import type net from "node:net";
 import { connect } from "../faults/helpers.ts";
 import { delay } from "../listen/client.ts";
-import { exchange, pool, runtime, ServeChild } from "./helpers.ts";
+import { exchange, pool, runtime, serveChild } from "./helpers.ts";
 import type { Registrar } from "./suite.ts";
 
 /** Sizes, as tests/faults/suite.ts has them for the listeners. */
@@ -61,7 +61,7 @@ interface Run {
   fdsIdle: number;
   fdsHeld: number;
   fdsAfter: number;
-  cpuTicks: number;
+  cpuSeconds: number;
   failed: number;
   reply: string;
   stats: Record<string, unknown> | string;
@@ -70,7 +70,7 @@ interface Run {
 /** Holds `hold` connections against `adapter` in its child, releases them, asks again. */
 async function run(adapter: string): Promise<Run> {
   const plain = adapter.startsWith("plain:");
-  const child = await ServeChild.start(adapter, EXHAUSTION.nofile);
+  const child = await serveChild(adapter, EXHAUSTION.nofile);
   const sockets: net.Socket[] = [];
   try {
     const before = await fresh(child.port, plain);
@@ -84,9 +84,9 @@ async function run(adapter: string): Promise<Run> {
       sockets.push(socket);
       if (i % 2 === 1) socket.write((plain ? "" : V1) + "GET / HTTP/1.1\r\nHost: x\r\n");
     });
-    const cpu0 = child.cpuTicks();
+    const cpu0 = child.cpuSeconds();
     await delay(EXHAUSTION.holdMs);
-    const cpuTicks = child.cpuTicks() - cpu0;
+    const cpuSeconds = child.cpuSeconds() - cpu0;
     const fdsHeld = child.fds();
     for (const socket of sockets) socket.destroy();
     const reply = child.alive ? await fresh(child.port, plain) : "(exited)";
@@ -104,7 +104,7 @@ async function run(adapter: string): Promise<Run> {
       fdsIdle,
       fdsHeld,
       fdsAfter,
-      cpuTicks,
+      cpuSeconds,
       failed,
       reply,
       stats,
@@ -130,7 +130,7 @@ export function exhaustionCase(adapter: "deno" | "bun" | "node", registrar: Regi
       const summary = (r: Run) =>
         `alive ${r.alive}; ${EXHAUSTION.hold - r.failed}/${EXHAUSTION.hold} clients connected; ` +
         `fds ${r.fdsIdle} idle, ${r.fdsHeld} held (limit ${EXHAUSTION.nofile}), ` +
-        `${r.fdsAfter} after; CPU ${r.cpuTicks} ticks in ${EXHAUSTION.holdMs} ms; fresh ` +
+        `${r.fdsAfter} after; CPU ${r.cpuSeconds.toFixed(2)} s in ${EXHAUSTION.holdMs} ms; fresh ` +
         `request got ${JSON.stringify(r.reply)}; onError ${JSON.stringify(r.stats)}`;
       console.log(`[hostile] ${name}: fd exhaustion: ${summary(got)}`);
       const ok = got.alive && /^hello 203\.0\.113\.7\n$/.test(got.reply) &&

@@ -4,13 +4,11 @@
 // child process under `ulimit -n`. Runtime-neutral: node:net and /proc (Linux).
 import net from "node:net";
 import process from "node:process";
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdirSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { Buffer } from "node:buffer";
 import { delay } from "../listen/client.ts";
-import { runtime } from "../faults/helpers.ts";
+import { Child, runtime } from "../faults/helpers.ts";
 
 export { runtime };
 
@@ -355,111 +353,7 @@ export function ticker(ms: number, tick: () => void): { stop(): void } {
 /** The fixture, from the repository root (the Node runner bundles tests elsewhere). */
 export const SERVE_FIXTURE = path.resolve("tests/hostile/fixtures/serve.mjs");
 
-// deno-lint-ignore no-explicit-any
-export type Line = Record<string, any>;
-
-/**
- * tests/hostile/fixtures/serve.mjs in a child of this runtime, under `ulimit -n`. (The
- * fault tests' `Child` has its fixture built in; this is the same harness, smaller.)
- */
-export class ServeChild {
-  readonly process: ChildProcess;
-  readonly lines: Line[] = [];
-  stderr = "";
-  port = 0;
-  pid = 0;
-  exitCode: number | null | undefined = undefined;
-  #taken = 0;
-  #exited: Promise<void>;
-
-  private constructor(adapter: string, nofile: number) {
-    const argv = runtime === "deno"
-      ? [process.execPath, "run", "-A", SERVE_FIXTURE, adapter]
-      : [process.execPath, SERVE_FIXTURE, adapter];
-    this.process = spawn("bash", ["-c", `ulimit -n ${nofile} && exec "$0" "$@"`, ...argv], {
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let buffered = "";
-    this.process.stdout!.setEncoding("utf8");
-    this.process.stdout!.on("data", (s: string) => {
-      buffered += s;
-      for (let nl; (nl = buffered.indexOf("\n")) >= 0;) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        try {
-          this.lines.push(JSON.parse(line));
-        } catch {
-          this.stderr += `stdout: ${line}\n`;
-        }
-      }
-    });
-    this.process.stderr!.setEncoding("utf8");
-    this.process.stderr!.on("data", (s: string) => this.stderr += s);
-    this.#exited = new Promise((resolve) => {
-      this.process.on("exit", (code, signal) => {
-        this.exitCode = code ?? (signal === null ? null : -1);
-        resolve();
-      });
-    });
-  }
-
-  /** Starts `serve.mjs <adapter>` under `ulimit -n nofile`; resolves once it listens. */
-  static async start(adapter: string, nofile: number): Promise<ServeChild> {
-    const child = new ServeChild(adapter, nofile);
-    const ready = await child.next("listening", 20_000);
-    child.port = ready.port;
-    child.pid = ready.pid;
-    return child;
-  }
-
-  /** The next line with this `event`, waiting up to `ms`. */
-  async next(event: string, ms = 10_000): Promise<Line> {
-    const deadline = Date.now() + ms;
-    while (true) {
-      while (this.#taken < this.lines.length) {
-        const line = this.lines[this.#taken++]!;
-        if (line.event === event) return line;
-      }
-      if (!this.alive) {
-        throw new Error(`the server exited (${this.exitCode}) before "${event}":\n${this.stderr}`);
-      }
-      if (Date.now() > deadline) throw new Error(`no "${event}" within ${ms} ms:\n${this.stderr}`);
-      await delay(10);
-    }
-  }
-
-  stats(): Promise<Line> {
-    this.process.stdin!.write("stats\n");
-    return this.next("stats");
-  }
-
-  get alive(): boolean {
-    return this.exitCode === undefined;
-  }
-
-  /** The child's open descriptors (-1 once it is gone). */
-  fds(): number {
-    try {
-      return readdirSync(`/proc/${this.pid}/fd`).length;
-    } catch {
-      return -1;
-    }
-  }
-
-  /** Its CPU time (user + system) so far, in clock ticks. */
-  cpuTicks(): number {
-    try {
-      const stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return Number(fields[11]) + Number(fields[12]);
-    } catch {
-      return NaN;
-    }
-  }
-
-  /** Ends the process (ours, by its pid) and waits for it. */
-  async stop(): Promise<void> {
-    if (this.alive) this.process.kill("SIGKILL");
-    await this.#exited;
-  }
+/** tests/hostile/fixtures/serve.mjs of `adapter` in a child of this runtime, under `ulimit -n`. */
+export function serveChild(adapter: string, nofile: number): Promise<Child> {
+  return Child.spawn(SERVE_FIXTURE, [adapter], nofile);
 }
