@@ -43,6 +43,8 @@ export class RelayLink {
   bytesOut = 0;
   /** The inner server has taken the connection up (looked it up by its port). */
   seen = false;
+  /** The client left before that: the inner side's grace runs (see `Relay.handlers`). */
+  graced = false;
 
   constructor(client: ProxySocket<RelayLink | undefined>) {
     this.client = client;

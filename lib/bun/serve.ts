@@ -570,7 +570,8 @@ export class Relay {
     const links = this.#links;
     const unseen = (link: RelayLink) => !link.seen && link.bytesOut === 0;
     const leave = (link: RelayLink) => {
-      if (!unseen(link) || link.innerEnded) return;
+      if (!unseen(link) || link.innerEnded || link.graced) return;
+      link.graced = true;
       const timer = setTimeout(() => {
         if (!unseen(link)) return;
         link.inner?.terminate();
