@@ -17,33 +17,8 @@ import {
   type ProxyProtocolError,
 } from "@proxy-protocol/edge";
 import { defineListenerSuite, type Driver } from "../listen/cases.ts";
-import { report } from "../listen/client.ts";
+import { reportSeen } from "./helpers.ts";
 import { sanitized } from "./registrar.ts";
-
-/** Reads a connection until the client ends, then answers with the shared report. */
-async function reportSeen(conn: ProxyConn): Promise<void> {
-  const chunks: Uint8Array[] = [];
-  const buffer = new Uint8Array(65536);
-  try {
-    let n: number | null;
-    while ((n = await conn.read(buffer)) !== null) chunks.push(buffer.slice(0, n));
-    const reply = new TextEncoder().encode(report(
-      {
-        remoteAddress: conn.remoteAddr.hostname,
-        remotePort: conn.remoteAddr.port,
-        localAddress: conn.localAddr.hostname,
-        localPort: conn.localAddr.port,
-      },
-      conn.proxyHeader,
-      chunks,
-    ));
-    for (let at = 0; at < reply.length;) at += await conn.write(reply.subarray(at));
-  } catch {
-    // the client went away
-  } finally {
-    conn[Symbol.dispose]();
-  }
-}
 
 const driver: Driver = {
   families: false,
