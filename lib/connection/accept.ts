@@ -60,6 +60,10 @@ export class AcceptPhase implements Expiring {
   settled: Promise<AcceptStep> | undefined = undefined;
   /** The shared clock's deadline for this phase. */
   deadline = 0;
+  /** The shared clock's list: its business. */
+  clockPrev: Expiring | undefined = undefined;
+  /** The shared clock's list: its business. */
+  clockNext: Expiring | undefined = undefined;
   /** The resolved options. */
   readonly options: ResolvedOptions;
   #state: State = START;

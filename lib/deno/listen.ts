@@ -265,7 +265,6 @@ export class ProxyConn implements Deno.Conn<Deno.NetAddr> {
     const phase = this.#phase;
     if (phase !== undefined) {
       phase.closed();
-      phase.pending.delete(this.#conn);
       close(this.#conn);
       return;
     }
@@ -363,7 +362,6 @@ async function settleLazy(conn: ProxyConn, phase: LazyPhase): Promise<ProxyHeade
   // Refused already (timed out, or closed) when nothing was reading: no read to make.
   let step: AcceptStep = phase.done ? "refuse" : await readHeader(phase, phase.pool);
   if (step === "pause") step = await phase.settled!;
-  phase.pending.delete(phase.conn);
   if (step !== "open") {
     if (phase.lent !== undefined) phase.pool.give(phase.lent);
     phase.lent = undefined;
@@ -400,23 +398,10 @@ class DenoPhase extends AcceptPhase {
 /** A lazy connection's header phase, which the connection runs on its first use. */
 class LazyPhase extends DenoPhase {
   readonly pool: BufferPool;
-  /** The listener's connections in their header phase, closed with it. */
-  readonly pending: Set<Deno.TcpConn>;
 
-  constructor(
-    options: ResolvedOptions,
-    conn: Deno.TcpConn,
-    pool: BufferPool,
-    pending: Set<Deno.TcpConn>,
-  ) {
+  constructor(options: ResolvedOptions, conn: Deno.TcpConn, pool: BufferPool) {
     super(options, conn);
     this.pool = pool;
-    this.pending = pending;
-  }
-
-  protected override timedOut(): void {
-    this.pending.delete(this.conn);
-    super.timedOut();
   }
 }
 
@@ -493,7 +478,6 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
   #pool: BufferPool;
   #ready: ProxyConn[] = [];
   #waiting: { resolve: (conn: ProxyConn) => void; reject: (error: unknown) => void }[] = [];
-  #pending = new Set<Deno.TcpConn>();
   #wake: (() => void) | undefined;
   #sleep: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
@@ -559,13 +543,13 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
   async #handle(conn: Deno.TcpConn): Promise<void> {
     const options = this.#options;
     const phase = options.lazy
-      ? new LazyPhase(options, conn, this.#pool, this.#pending)
+      ? new LazyPhase(options, conn, this.#pool)
       : new DenoPhase(options, conn);
     let step = phase.start();
     if (step === "wait" && options.lazy) {
       // Handed over now; the connection reads its header on first use. Until then it is
-      // in its header phase: closed with the listener, timed out by the options' clock.
-      this.#pending.add(conn);
+      // in its header phase: on the options' clock, which times it out, and closed with
+      // the listener.
       const proxyConn = options.metrics === undefined
         ? new ProxyConn(conn, null, EMPTY)
         : new MeteredConn(conn, null, EMPTY, options.metrics, phase as LazyPhase);
@@ -573,11 +557,7 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
       this.#deliver(proxyConn);
       return;
     }
-    if (step === "wait") {
-      this.#pending.add(conn);
-      step = await readHeader(phase, this.#pool);
-      this.#pending.delete(conn);
-    }
+    if (step === "wait") step = await readHeader(phase, this.#pool);
     if (step === "pause") step = await phase.settled!;
     if (step !== "open" || this.#closed) {
       if (phase.lent !== undefined) this.#pool.give(phase.lent);
@@ -631,9 +611,10 @@ export class ProxyListener implements AsyncIterable<ProxyConn>, AsyncDisposable,
     }
     clearTimeout(this.#sleep);
     this.#wake?.();
-    this.#options.deadlines.stop();
-    for (const conn of this.#pending) close(conn);
-    this.#pending.clear();
+    // The connections still in their header phase (reading it, or validating) are the
+    // entries of the listener's clock: no list of their own (a Set that every connection
+    // joins and leaves costs Deno's collector dearly at high connection rates).
+    this.#options.deadlines.stop((phase) => close((phase as DenoPhase).conn));
     for (const conn of this.#ready.splice(0)) conn[Symbol.dispose]();
     for (const waiter of this.#waiting.splice(0)) {
       waiter.reject(new Deno.errors.BadResource("Listener has been closed"));
