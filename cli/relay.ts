@@ -83,6 +83,10 @@ export function connectNode(
     socket.once("connect", () => {
       clearTimeout(timer);
       socket.off("error", onError);
+      // The header's write can still fail (a peer that resets at once): its error comes on
+      // a nextTick, before `relay` can listen. Unheard, it would end the process; `relay`
+      // finds the socket destroyed and reads the error from `errored`.
+      socket.on("error", ignore);
       resolve(socket);
     });
   });
@@ -130,8 +134,14 @@ export function relay(
     };
     client.on("error", (error: Error) => cut("error", error));
     upstream.on("error", (error: Error) => cut("error", error));
-    client.once("close", closed);
-    upstream.once("close", closed);
+    whenClosed(client, closed);
+    whenClosed(upstream, closed);
+    if (client.destroyed || upstream.destroyed) {
+      // Failed (or closed) before this listened: its events are gone.
+      const error = errored(upstream) ?? errored(client);
+      cut(error === undefined ? "end" : "error", error);
+      return;
+    }
     if (idleMs > 0) {
       const idle = () => cut("idle");
       (client as net.Socket).setTimeout?.(idleMs, idle);
@@ -140,4 +150,17 @@ export function relay(
     client.pipe(upstream);
     upstream.pipe(client);
   });
+}
+
+function ignore(): void {}
+
+/** Calls `fn` once `stream` has closed, also when it closed already. */
+function whenClosed(stream: Duplex, fn: () => void): void {
+  if ((stream as { closed?: boolean }).closed === true) queueMicrotask(fn);
+  else stream.once("close", fn);
+}
+
+/** The error a stream was destroyed with, if any. */
+function errored(stream: Duplex): Error | undefined {
+  return (stream as { errored?: Error | null }).errored ?? undefined;
 }

@@ -35,6 +35,8 @@ const SIZES = {
   /** Clients through the resetting and the refusing upstream's gateways, and at once. */
   clients: 100,
   concurrency: 50,
+  /** Rounds of `clients`, all at once, through a gateway whose one upstream resets. */
+  resetRounds: 20,
   /** What the client tries to push into the upstream that never reads. */
   push: 64 * MiB,
   pushChunk: MiB,
@@ -154,6 +156,26 @@ describe(`hostile upstreams: the gateway CLI on ${runtime}`, () => {
       await settled(gReset);
       const r = await ask(gReset.port, v1From("203.0.113.20", 20));
       assert.ok(r.answer === "203.0.113.20:20" || r.answer === "");
+    },
+  );
+
+  it(
+    "an upstream that resets every connection at once: the gateway lives on",
+    LONG,
+    async () => {
+      // The reset can fail the header's write just after the connect (Node reports it on a
+      // nextTick): once, that ended the whole gateway process. Only the resetting upstream
+      // here, every client at once, round after round.
+      const g = await gateway([reset.target]);
+      try {
+        for (let round = 0; round < SIZES.resetRounds; round++) {
+          await clients(g.port, SIZES.clients, SIZES.clients, "198.51.100.2");
+          assert.equal(g.child.exitCode, null, `the gateway exited in round ${round}`);
+        }
+        await settled(g);
+      } finally {
+        await stop(g);
+      }
     },
   );
 
