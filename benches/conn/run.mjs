@@ -10,7 +10,7 @@
 // measurement), CONC=32 (short-connection workers), IDLE_N=2000, BULK_CONNS=2,
 // HEADER=v2 (short and bulk: v1 | v2 | v2aws), RUNTIMES=deno,bun,node,
 // SCENARIOS=short,idle,bulk, SERVER_CPU=0, CLIENT_CPU=1.
-import { build } from "esbuild";
+import { bundleNode } from "../bundle_node.mjs";
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -65,31 +65,11 @@ sh("go", ["build", "-o", path.join(out, "loadgen"), "."], {
 });
 const LOADGEN = path.join(out, "loadgen");
 
-// Node runs a bundle: the package's own name is resolved through jsr.json's "exports",
-// the single list of entry points, to the sources.
-const PKG = "@proxy-protocol/edge";
-const jsr = JSON.parse(readFileSync(path.join(root, "jsr.json"), "utf8"));
-const exportsMap = typeof jsr.exports === "string" ? { ".": jsr.exports } : jsr.exports;
+// Node runs a bundle of the sources (the package name resolved through jsr.json).
 if (RUNTIMES.includes("node")) {
-  await build({
+  await bundleNode({
     entryPoints: [path.join(here, "server_node.ts")],
     outfile: path.join(out, "server_node.mjs"),
-    bundle: true,
-    format: "esm",
-    platform: "node",
-    target: "node20",
-    logLevel: "warning",
-    plugins: [{
-      name: "self-reference",
-      setup(b) {
-        b.onResolve({ filter: /^@proxy-protocol\/edge(\/.*)?$/ }, (args) => {
-          const sub = "." + args.path.slice(PKG.length);
-          const target = exportsMap[sub];
-          if (target === undefined) return { errors: [{ text: `jsr.json exports no ${sub}` }] };
-          return { path: path.resolve(root, target) };
-        });
-      },
-    }],
   });
 }
 

@@ -19,7 +19,7 @@
 // GC; and the JS heap (used + external) at baseline, all answered, and after GC. With
 // --rounds 2 (the default) the whole round runs again in the same process: RSS after the
 // second round's GC against the first's tells memory kept for reuse from memory leaked.
-import { build } from "esbuild";
+import { bundleNode } from "../bundle_node.mjs";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -80,34 +80,15 @@ writeFileSync(path.join(out, ".gitignore"), "*\n");
 const LOADGEN = path.join(out, "loadgen");
 
 if (RUNTIMES.includes("node")) {
-  // Node runs bundles: the package's own name resolved through jsr.json's "exports" (the
-  // single list of entry points) to the sources, as benches/conn does.
-  const PKG = "@proxy-protocol/edge";
-  const jsr = JSON.parse(readFileSync(path.join(root, "jsr.json"), "utf8"));
-  const exportsMap = typeof jsr.exports === "string" ? { ".": jsr.exports } : jsr.exports;
-  await build({
+  // Node runs bundles of the sources (the package name resolved through jsr.json).
+  await bundleNode({
     entryPoints: {
       server_node: path.join(here, "server_node.ts"),
       gateway_node: path.join(here, "gateway_gc.ts"),
     },
     outdir: out,
     outExtension: { ".js": ".mjs" },
-    bundle: true,
-    format: "esm",
-    platform: "node",
-    target: "node20",
     logLevel: "error",
-    plugins: [{
-      name: "self-reference",
-      setup(b) {
-        b.onResolve({ filter: /^@proxy-protocol\/edge(\/.*)?$/ }, (args) => {
-          const sub = "." + args.path.slice(PKG.length);
-          const target = exportsMap[sub];
-          if (target === undefined) return { errors: [{ text: `jsr.json exports no ${sub}` }] };
-          return { path: path.resolve(root, target) };
-        });
-      },
-    }],
   });
 }
 
