@@ -14,7 +14,7 @@ import type { AcceptedConnection } from "../lib/connection/sender.ts";
 import type { ProxyProtocolOptions } from "../lib/connection/options.ts";
 import type { ListenerMetrics } from "../lib/connection/metrics.ts";
 import type { Tlv } from "../lib/types.ts";
-import type { Endpoint, Logger } from "./_common.ts";
+import { type Endpoint, formatEndpoint, type Logger } from "./_common.ts";
 
 /** What a relay carried. */
 export interface RelayResult {
@@ -89,6 +89,30 @@ export interface Listener {
    * @returns How many connections were cut at the deadline.
    */
   close(drainMs: number): Promise<number>;
+}
+
+/**
+ * The {@linkcode Listener} of a native glue, once it listens at `address`: logs it, counts
+ * `open`, and on close stops accepting (`stop`) and drains `open`.
+ */
+export function nativeListener(
+  address: Endpoint,
+  options: GlueListenOptions,
+  open: OpenSet<{ destroy(): void }>,
+  stop: () => void,
+): Promise<Listener> {
+  options.log.log("info", "listening", { listen: formatEndpoint(address) });
+  return Promise.resolve({
+    address,
+    metrics: options.metrics,
+    get connections() {
+      return open.size;
+    },
+    close(drainMs: number): Promise<number> {
+      stop();
+      return open.drain(drainMs);
+    },
+  });
 }
 
 /** A glue: how to listen. */

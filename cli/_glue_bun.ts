@@ -17,6 +17,7 @@ import {
   type GlueListenOptions,
   IdleTimer,
   type Listener,
+  nativeListener,
   OpenSet,
   type RelayResult,
 } from "./_glue.ts";
@@ -165,19 +166,12 @@ export function listenBun(options: GlueListenOptions): Promise<Listener> {
       },
     },
   });
-  const address = { host: listener.hostname, port: listener.port };
-  log.log("info", "listening", { listen: formatEndpoint(address) });
-  return Promise.resolve({
-    address,
-    metrics,
-    get connections() {
-      return open.size;
-    },
-    close(drainMs: number): Promise<number> {
-      listener.stop(false);
-      return open.drain(drainMs);
-    },
-  });
+  return nativeListener(
+    { host: listener.hostname, port: listener.port },
+    options,
+    open,
+    () => listener.stop(false),
+  );
 }
 
 class BunConn implements GlueConn {

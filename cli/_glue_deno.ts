@@ -12,12 +12,13 @@ import { listen, type ProxyConn, type ProxyListener, readAhead } from "../lib/de
 import { listenNode } from "./_glue_node.ts";
 import { relayConns, type RelayEnd } from "../lib/deno/serve.ts";
 import type { Tlv } from "../lib/types.ts";
-import { type Endpoint, errorFields, formatEndpoint } from "./_common.ts";
+import { type Endpoint, errorFields } from "./_common.ts";
 import {
   type GlueConn,
   type GlueListenOptions,
   IdleTimer,
   type Listener,
+  nativeListener,
   OpenSet,
   type RelayResult,
 } from "./_glue.ts";
@@ -63,19 +64,12 @@ export function listenDeno(options: GlueListenOptions): Promise<Listener> {
       options.onConnection(c);
     }
   })().catch(() => {}); // the listener closed
-  const address = { host: listener.addr.hostname, port: listener.addr.port };
-  log.log("info", "listening", { listen: formatEndpoint(address) });
-  return Promise.resolve({
-    address,
-    metrics,
-    get connections() {
-      return open.size;
-    },
-    close(drainMs: number): Promise<number> {
-      listener.close();
-      return open.drain(drainMs);
-    },
-  });
+  return nativeListener(
+    { host: listener.addr.hostname, port: listener.addr.port },
+    options,
+    open,
+    () => listener.close(),
+  );
 }
 
 class DenoConn implements GlueConn {
