@@ -566,7 +566,7 @@ export class Relay {
    * waiting for it, hold the descriptors it needs: without the grace, the server never
    * recovers.
    */
-  handlers(innerPort: number, graceMs = INNER_GRACE_MS): ProxySocketHandler<RelayLink | undefined> {
+  handlers(innerPort: number): ProxySocketHandler<RelayLink | undefined> {
     const links = this.#links;
     const unseen = (link: RelayLink) => !link.seen && link.bytesOut === 0;
     const leave = (link: RelayLink) => {
@@ -576,7 +576,7 @@ export class Relay {
         if (!unseen(link)) return;
         link.inner?.terminate();
         link.client.terminate();
-      }, graceMs);
+      }, INNER_GRACE_MS);
       (timer as { unref?: () => void }).unref?.();
     };
     const innerHandlers = {
